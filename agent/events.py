@@ -1,0 +1,80 @@
+"""The event schema: what the agent publishes, built from the drafts that tasks return."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+SCHEMA_ID = "edge-agent/event/1"
+Severity = Literal["info", "warning", "alarm"]
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "alarm": 2}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The model that produced an event."""
+
+    name: str
+    version: str
+
+
+@dataclass
+class EventDraft:
+    """What a task found; the agent adds id, device, task and detection time.
+
+    ``attachment`` is an optional JPEG (e.g. a defect crop) published on the task's
+    image topic with the event id, not inside the JSON event.
+    """
+
+    type: str
+    sensor: str
+    source_time_ns: int
+    severity: Severity = "info"
+    score: float | None = None
+    model: ModelRef | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    attachment: bytes | None = None
+
+
+def iso_time(time_ns: int) -> str:
+    """RFC 3339 UTC time with microseconds, e.g. 2026-11-29T08:00:00.123456Z."""
+    seconds, nanos = divmod(time_ns, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos // 1000:06d}Z"
+
+
+def finalize(draft: EventDraft, device: str, task: str, now_ns: int | None = None) -> dict[str, Any]:
+    """Turn a draft into a schema-valid event dict with a fresh unique event id."""
+    return {
+        "schema": SCHEMA_ID,
+        "event_id": uuid.uuid4().hex,
+        "device": device,
+        "sensor": draft.sensor,
+        "task": task,
+        "type": draft.type,
+        "severity": draft.severity,
+        "source_time": iso_time(draft.source_time_ns),
+        "detection_time": iso_time(now_ns if now_ns is not None else time.time_ns()),
+        "model": {"name": draft.model.name, "version": draft.model.version} if draft.model else None,
+        "score": None if draft.score is None else float(draft.score),
+        "body": draft.body,
+    }
+
+
+def dumps(event: dict[str, Any]) -> bytes:
+    """Serialise an event as compact UTF-8 JSON (the bytes published on the wire)."""
+    return json.dumps(event, separators=(",", ":"), allow_nan=False).encode()
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The JSON Schema that every emitted event validates against (agent/schema/event.schema.json)."""
+    text = resources.files("agent").joinpath("schema/event.schema.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded

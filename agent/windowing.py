@@ -1,0 +1,89 @@
+"""Windowing of continuous streams (vibration, audio) with sequence-gap detection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sensors.wire import Kind, SensorMessage
+
+
+@dataclass(frozen=True)
+class Window:
+    """A fixed-length window of one continuous stream, as float32 (samples, channels)."""
+
+    sensor_id: str
+    kind: Kind
+    samples: np.ndarray
+    sample_rate: float
+    start_ns: int
+    index: int
+
+
+@dataclass(frozen=True)
+class StreamBreak:
+    """Why a stream's window buffer was restarted: a sequence gap or a format change."""
+
+    reason: str
+    missing: int = 0
+
+
+class Windower:
+    """Cuts one sensor's chunks into windows of ``window_s`` every ``hop_s``.
+
+    A sequence-number jump or a change of sample rate or channel count restarts
+    the buffer (the partial window is discarded, never stitched across the break)
+    and is reported as a :class:`StreamBreak`, so no gap passes silently.
+    """
+
+    def __init__(self, window_s: float, hop_s: float) -> None:
+        self.window_s = window_s
+        self.hop_s = hop_s
+        self.buffer: np.ndarray | None = None
+        self.buffer_start_ns = 0
+        self.next_seq: int | None = None
+        self.rate = 0.0
+        self.count = 0
+
+    def feed(self, message: SensorMessage) -> tuple[list[Window], StreamBreak | None]:
+        """Add a chunk; returns the completed windows and any break detected before it."""
+        chunk = message.samples.astype(np.float32, copy=False)
+        stream_break = self._check_continuity(message, chunk.shape[1])
+        self.next_seq = message.seq + 1
+        if self.buffer is None:
+            self.rate = message.sample_rate
+            self.buffer = chunk.copy()
+            self.buffer_start_ns = message.timestamp_ns
+        else:
+            self.buffer = np.concatenate((self.buffer, chunk))
+        return self._cut(message), stream_break
+
+    def _check_continuity(self, message: SensorMessage, channels: int) -> StreamBreak | None:
+        reason = None
+        missing = 0
+        if self.buffer is not None and message.sample_rate != self.rate:
+            reason = f"sample rate changed from {self.rate} to {message.sample_rate} Hz"
+        elif self.buffer is not None and channels != self.buffer.shape[1]:
+            reason = f"channel count changed from {self.buffer.shape[1]} to {channels}"
+        elif self.next_seq is not None and message.seq != self.next_seq:
+            missing = message.seq - self.next_seq
+            reason = (f"sequence gap: expected {self.next_seq}, got {message.seq}" if missing > 0
+                      else f"sequence went back from {self.next_seq - 1} to {message.seq}")
+        if reason is None:
+            return None
+        self.buffer = None
+        return StreamBreak(reason, max(missing, 0))
+
+    def _cut(self, message: SensorMessage) -> list[Window]:
+        assert self.buffer is not None  # set by feed() just before
+        size = max(1, round(self.window_s * self.rate))
+        hop = max(1, round(self.hop_s * self.rate))
+        windows = []
+        while len(self.buffer) >= size:
+            windows.append(Window(message.sensor_id, message.kind, self.buffer[:size], self.rate,
+                                  self.buffer_start_ns, self.count))
+            self.count += 1
+            self.buffer = self.buffer[hop:]
+            self.buffer_start_ns += round(hop / self.rate * 1e9)
+        return windows

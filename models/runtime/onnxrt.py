@@ -1,0 +1,89 @@
+"""ONNX Runtime backend: CPU everywhere, CUDA and TensorRT execution providers where present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.runtime.base import Backend
+
+if TYPE_CHECKING:
+    from models.runtime.manifest import Manifest
+
+log = structlog.get_logger(__name__)
+
+PROVIDER_NAMES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+class OnnxRuntimeConfig(BaseModel):
+    """Settings of the ONNX Runtime backend."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["onnxruntime"] = "onnxruntime"
+    providers: list[Literal["tensorrt", "cuda", "cpu"]] = Field(
+        default=["cpu"], description="execution providers in order of preference; missing ones fall back"
+    )
+    intra_op_threads: int = Field(default=1, ge=0, description="threads per model run; 0 lets ORT decide")
+    engine_cache_dir: Path = Field(
+        default=Path("/var/lib/edge-agent/trt-cache"), description="TensorRT EP engine cache"
+    )
+    fp16: bool = Field(default=True, description="let the TensorRT EP use FP16 where the GPU supports it")
+
+
+def choose_providers(requested: list[str], available: list[str]) -> list[str]:
+    """Keep the requested providers that this onnxruntime build has, CPU always last."""
+    chosen = [PROVIDER_NAMES[name] for name in requested if PROVIDER_NAMES[name] in available]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs a model with an ``onnxruntime.InferenceSession``."""
+
+    def __init__(self, manifest: Manifest, config: OnnxRuntimeConfig) -> None:
+        import onnxruntime as ort
+
+        self.manifest = manifest
+        wanted = choose_providers(config.providers, ort.get_available_providers())
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = config.intra_op_threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        provider_options = [self._options(name, config) for name in wanted]
+        self.session = ort.InferenceSession(
+            str(manifest.onnx_path), options, providers=wanted, provider_options=provider_options
+        )
+        self.providers = list(self.session.get_providers())
+        asked = [PROVIDER_NAMES[name] for name in config.providers]
+        if asked != self.providers[: len(asked)] or len(asked) < len(self.providers) - 1:
+            missing = [name for name in asked if name not in self.providers]
+            if missing:
+                log.warning("execution providers missing, falling back", model=manifest.name,
+                            asked=asked, used=self.providers)
+        self.output_names = [spec.name for spec in manifest.outputs]
+
+    @staticmethod
+    def _options(provider: str, config: OnnxRuntimeConfig) -> dict[str, str]:
+        if provider == "TensorrtExecutionProvider":
+            config.engine_cache_dir.mkdir(parents=True, exist_ok=True)
+            return {
+                "trt_engine_cache_enable": "True",
+                "trt_engine_cache_path": str(config.engine_cache_dir),
+                "trt_fp16_enable": str(config.fp16),
+            }
+        return {}
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return list(self.session.run(self.output_names, inputs))
+
+    def close(self) -> None:
+        del self.session

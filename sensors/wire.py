@@ -1,0 +1,253 @@
+"""The sensor wire format: one binary message layout for MQTT, ZeroMQ and recordings.
+
+The layout is documented byte by byte in ``docs/wire-format.md``; this module is
+the only place that encodes or decodes it.  Decoding validates every field and
+raises :class:`WireError` naming the field that was wrong.  No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"EAGW"
+VERSION = 1
+HEADER = struct.Struct("<4sBBBBQqdHHB3xI")  # 44 bytes, little-endian
+CRC = struct.Struct("<I")
+MAX_SENSOR_ID = 64
+MAX_META = 4096
+MAX_NDIM = 4
+DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+SENSOR_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+class WireError(ValueError):
+    """A message that does not follow the wire format; the text says what was wrong."""
+
+
+class Kind(enum.IntEnum):
+    """Stream kinds: continuous signals (vibration, audio) and camera frames."""
+
+    VIBRATION = 1
+    FRAME = 2
+    AUDIO = 3
+
+    @property
+    def continuous(self) -> bool:
+        return self is not Kind.FRAME
+
+
+class Encoding(enum.IntEnum):
+    """How the payload is encoded: raw samples or pixels, or a compressed image."""
+
+    RAW = 1
+    JPEG = 2
+    PNG = 3
+
+
+class DType(enum.IntEnum):
+    """Element types of raw payloads (little-endian); NONE for compressed images."""
+
+    NONE = 0
+    UINT8 = 1
+    INT16 = 2
+    INT32 = 3
+    FLOAT32 = 4
+    FLOAT64 = 5
+
+
+NUMPY_DTYPES: dict[DType, np.dtype[Any]] = {
+    DType.UINT8: np.dtype("<u1"),
+    DType.INT16: np.dtype("<i2"),
+    DType.INT32: np.dtype("<i4"),
+    DType.FLOAT32: np.dtype("<f4"),
+    DType.FLOAT64: np.dtype("<f8"),
+}
+ALLOWED_DTYPES: dict[Kind, frozenset[DType]] = {
+    Kind.VIBRATION: frozenset({DType.INT16, DType.INT32, DType.FLOAT32, DType.FLOAT64}),
+    Kind.AUDIO: frozenset({DType.INT16, DType.FLOAT32}),
+    Kind.FRAME: frozenset({DType.UINT8}),
+}
+MAX_CHANNELS = 64
+
+
+@dataclass(frozen=True)
+class SensorMessage:
+    """One decoded message: a chunk of samples or one camera frame.
+
+    ``data`` is a read-only numpy array for raw payloads (shape ``(samples,
+    channels)`` for continuous kinds, ``(height, width[, channels])`` for raw
+    frames) and the compressed bytes for JPEG and PNG frames.
+    """
+
+    sensor_id: str
+    kind: Kind
+    seq: int
+    timestamp_ns: int
+    data: np.ndarray | bytes
+    sample_rate: float = 0.0
+    encoding: Encoding = Encoding.RAW
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def samples(self) -> np.ndarray:
+        """The raw array; only for raw payloads."""
+        if not isinstance(self.data, np.ndarray):
+            raise TypeError(f"{self.sensor_id}: payload is {self.encoding.name}, not raw samples")
+        return self.data
+
+
+def encode(message: SensorMessage) -> bytes:
+    """Encode a message to wire bytes; raises WireError for what decode would reject."""
+    check_sensor_id(message.sensor_id)
+    meta = json.dumps(message.meta, separators=(",", ":")).encode() if message.meta else b""
+    if isinstance(message.data, np.ndarray):
+        dtype = _dtype_code(message.data.dtype)
+        shape = message.data.shape
+        payload = np.ascontiguousarray(message.data, dtype=NUMPY_DTYPES[dtype]).tobytes()
+    else:
+        dtype, shape, payload = DType.NONE, (), bytes(message.data)
+    sensor = message.sensor_id.encode("ascii")
+    head = HEADER.pack(
+        MAGIC, VERSION, int(message.kind), int(message.encoding), int(dtype), message.seq,
+        message.timestamp_ns, float(message.sample_rate), len(sensor), len(meta), len(shape),
+        len(payload),
+    )
+    body = b"".join((head, struct.pack(f"<{len(shape)}I", *shape), sensor, meta, payload))
+    encoded = body + CRC.pack(zlib.crc32(body))
+    decode(encoded, max_payload=max(len(payload), DEFAULT_MAX_PAYLOAD))  # same rules both ways
+    return encoded
+
+
+def decode(buffer: bytes | bytearray | memoryview, max_payload: int = DEFAULT_MAX_PAYLOAD) -> SensorMessage:
+    """Decode and validate wire bytes; raises WireError saying which field is wrong."""
+    view = memoryview(buffer).cast("B")
+    if len(view) < HEADER.size + CRC.size:
+        raise WireError(f"message too short: {len(view)} bytes, the header alone is {HEADER.size}")
+    (magic, version, kind_code, enc_code, dtype_code, seq, ts_ns, rate, sid_len, meta_len,
+     ndim, payload_len) = HEADER.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise WireError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
+    if version != VERSION:
+        raise WireError(f"unsupported version {version}, this agent reads version {VERSION}")
+    kind = _enum(Kind, kind_code, "kind")
+    encoding = _enum(Encoding, enc_code, "encoding")
+    dtype = _enum(DType, dtype_code, "dtype")
+    if ndim > MAX_NDIM:
+        raise WireError(f"ndim {ndim} exceeds {MAX_NDIM}")
+    if payload_len > max_payload:
+        raise WireError(f"payload of {payload_len} bytes exceeds the limit of {max_payload}")
+    expected = HEADER.size + 4 * ndim + sid_len + meta_len + payload_len + CRC.size
+    if len(view) != expected:
+        raise WireError(f"length {len(view)} does not match the header, which implies {expected}")
+    (crc,) = CRC.unpack_from(view, expected - CRC.size)
+    if zlib.crc32(view[: expected - CRC.size]) != crc:
+        raise WireError("crc32 mismatch: the message was corrupted")
+    offset = HEADER.size
+    shape = struct.unpack_from(f"<{ndim}I", view, offset)
+    offset += 4 * ndim
+    sensor_id = _sensor_id(bytes(view[offset : offset + sid_len]))
+    offset += sid_len
+    meta = _meta(bytes(view[offset : offset + meta_len]))
+    offset += meta_len
+    payload = view[offset : offset + payload_len]
+    if ts_ns <= 0:
+        raise WireError(f"timestamp_ns must be positive, got {ts_ns}")
+    _check_rate(kind, rate)
+    data = _payload(kind, encoding, dtype, shape, payload)
+    return SensorMessage(sensor_id, kind, seq, ts_ns, data, rate, encoding, meta)
+
+
+def check_sensor_id(sensor_id: str) -> str:
+    """Validate a sensor id (also used as an MQTT topic level)."""
+    if not SENSOR_ID_PATTERN.match(sensor_id):
+        raise WireError(
+            f"sensor id {sensor_id!r} must be 1-{MAX_SENSOR_ID} characters of A-Z a-z 0-9 _ . -"
+        )
+    return sensor_id
+
+
+def _enum(enum_type: type[enum.IntEnum], code: int, name: str) -> Any:
+    try:
+        return enum_type(code)
+    except ValueError:
+        allowed = ", ".join(f"{m.value}={m.name.lower()}" for m in enum_type)
+        raise WireError(f"unknown {name} code {code} (allowed: {allowed})") from None
+
+
+def _dtype_code(dtype: np.dtype[Any]) -> DType:
+    for code, candidate in NUMPY_DTYPES.items():
+        if dtype.kind == candidate.kind and dtype.itemsize == candidate.itemsize:
+            return code
+    raise WireError(f"numpy dtype {dtype} has no wire code")
+
+
+def _sensor_id(raw: bytes) -> str:
+    try:
+        return check_sensor_id(raw.decode("ascii"))
+    except UnicodeDecodeError:
+        raise WireError(f"sensor id {raw!r} is not ASCII") from None
+
+
+def _meta(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    if len(raw) > MAX_META:
+        raise WireError(f"meta of {len(raw)} bytes exceeds {MAX_META}")
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise WireError(f"meta is not UTF-8 JSON: {error}") from None
+    if not isinstance(meta, dict):
+        raise WireError(f"meta must be a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def _check_rate(kind: Kind, rate: float) -> None:
+    if kind.continuous:
+        if not (math.isfinite(rate) and 0 < rate <= 1e7):
+            raise WireError(f"sample_rate must be in (0, 1e7] Hz for {kind.name.lower()}, got {rate}")
+    elif rate != 0:
+        raise WireError(f"sample_rate must be 0 for frames, got {rate}")
+
+
+def _payload(kind: Kind, encoding: Encoding, dtype: DType, shape: tuple[int, ...],
+             payload: memoryview) -> np.ndarray | bytes:
+    if encoding is not Encoding.RAW:
+        if kind is not Kind.FRAME:
+            raise WireError(f"{kind.name.lower()} payloads must be raw, got {encoding.name.lower()}")
+        if dtype is not DType.NONE or shape:
+            raise WireError("compressed frames carry dtype 0 and ndim 0")
+        if not payload:
+            raise WireError("empty image payload")
+        return bytes(payload)
+    if dtype not in ALLOWED_DTYPES[kind]:
+        allowed = sorted(d.name.lower() for d in ALLOWED_DTYPES[kind])
+        raise WireError(f"dtype {dtype.name.lower()} not allowed for {kind.name.lower()} (allowed: {allowed})")
+    _check_shape(kind, shape)
+    np_dtype = NUMPY_DTYPES[dtype]
+    if len(payload) != math.prod(shape) * np_dtype.itemsize:
+        raise WireError(
+            f"payload is {len(payload)} bytes but shape {shape} of {dtype.name.lower()} needs "
+            f"{math.prod(shape) * np_dtype.itemsize}"
+        )
+    array = np.frombuffer(payload, dtype=np_dtype).reshape(shape)
+    if np_dtype.kind == "f" and not np.isfinite(array).all():
+        raise WireError("samples contain NaN or Inf")
+    return array
+
+
+def _check_shape(kind: Kind, shape: tuple[int, ...]) -> None:
+    if kind.continuous:
+        if len(shape) != 2 or shape[0] < 1 or not 1 <= shape[1] <= MAX_CHANNELS:
+            raise WireError(f"{kind.name.lower()} shape must be (samples>=1, channels 1-{MAX_CHANNELS}), got {shape}")
+    elif len(shape) not in (2, 3) or min(shape[:2]) < 1 or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
+        raise WireError(f"raw frame shape must be (height, width[, 1|3|4]), got {shape}")

@@ -1,0 +1,1 @@
+"""The test suite: unit, integration (real Mosquitto, ZeroMQ, ONNX Runtime), fault and fuzz tests."""

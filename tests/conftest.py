@@ -1,0 +1,73 @@
+"""Shared fixtures: a real Mosquitto broker on a free port, free ports, tiny ONNX models."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Broker:
+    """A Mosquitto process the test owns: it can be killed, paused and restarted on the same port."""
+
+    def __init__(self, directory: Path, port: int, extra_config: str = "") -> None:
+        self.port = port
+        self.config = directory / f"mosquitto-{port}.conf"
+        self.config.write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"max_queued_messages 100000\n{extra_config}"
+        )
+        self.log = directory / f"mosquitto-{port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Broker:
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config)], stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start on {self.port}: {self.log.read_text()}")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(5)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A fresh Mosquitto broker on a free port, stopped after the test."""
+    if not os.path.exists(MOSQUITTO):
+        pytest.fail("mosquitto is not installed; .ci/run installs Debian's mosquitto package")
+    running = Broker(tmp_path, free_port()).start()
+    yield running
+    running.stop()
