@@ -1,0 +1,50 @@
+"""The MQTT topic layout (also used as ZeroMQ PUB/SUB topic frames); documented in docs/events.md.
+
+    {prefix}/sensors/{kind}/{sensor_id}           sensor input (wire-format bytes)
+    {prefix}/{device}/events/{task}/{type}        events (JSON), one topic per task and type
+    {prefix}/{device}/health/{task}               periodic health events (JSON)
+    {prefix}/{device}/images/{task}/{event_id}    JPEG attachments (e.g. defect crops)
+    {prefix}/{device}/errors                      rejected input and internal errors (JSON)
+    {prefix}/{device}/status                      retained status; last will says "offline"
+"""
+
+from __future__ import annotations
+
+from sensors.wire import Kind
+
+DEFAULT_PREFIX = "edge"
+KIND_NAMES = {Kind.VIBRATION: "vibration", Kind.FRAME: "frame", Kind.AUDIO: "audio"}
+
+
+def sensor_topic(prefix: str, kind: Kind, sensor_id: str) -> str:
+    return f"{prefix}/sensors/{KIND_NAMES[kind]}/{sensor_id}"
+
+
+def sensor_subscription(prefix: str, share_group: str | None = None) -> str:
+    """All sensor input; with a share group, MQTT 5 shared subscription to split load over agents."""
+    topic = f"{prefix}/sensors/+/+"
+    return f"$share/{share_group}/{topic}" if share_group else topic
+
+
+def event_topic(prefix: str, device: str, task: str, event_type: str) -> str:
+    if event_type == "health":
+        return f"{prefix}/{device}/health/{task}"
+    return f"{prefix}/{device}/events/{task}/{event_type}"
+
+
+def image_topic(prefix: str, device: str, task: str, event_id: str) -> str:
+    return f"{prefix}/{device}/images/{task}/{event_id}"
+
+
+def error_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{device}/errors"
+
+
+def status_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{device}/status"
+
+
+def alert_subscriptions(prefix: str, device: str = "+") -> list[str]:
+    """What an operator's console subscribes to (used by ``edge-agent tail``)."""
+    return [f"{prefix}/{device}/events/#", f"{prefix}/{device}/health/#",
+            f"{prefix}/{device}/errors", f"{prefix}/{device}/status"]
