@@ -1,0 +1,1 @@
+"""Visual quality control: synthetic inspection data, tile CNN training, export and evaluation."""
