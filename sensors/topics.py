@@ -26,7 +26,12 @@ def sensor_subscription(prefix: str, share_group: str | None = None) -> str:
     return f"$share/{share_group}/{topic}" if share_group else topic
 
 
+ERROR_TYPES = frozenset({"input_rejected"})
+
+
 def event_topic(prefix: str, device: str, task: str, event_type: str) -> str:
+    if event_type in ERROR_TYPES:
+        return error_topic(prefix, device)
     if event_type == "health":
         return f"{prefix}/{device}/health/{task}"
     return f"{prefix}/{device}/events/{task}/{event_type}"

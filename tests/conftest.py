@@ -37,9 +37,9 @@ class Broker:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Broker:
-        self.process = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.config)], stdout=self.log.open("ab"), stderr=subprocess.STDOUT
-        )
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=log,
+                                            stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -8,9 +8,10 @@ It never sees the network, the outbox or other tasks.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
@@ -70,5 +71,5 @@ class Task(abc.ABC):
     def models(self) -> list[ModelRef]:
         """The models this task runs (reported in stats and events)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Persist state and release models."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -38,7 +39,7 @@ class OnnxRuntimeConfig(BaseModel):
     fp16: bool = Field(default=True, description="let the TensorRT EP use FP16 where the GPU supports it")
 
 
-def choose_providers(requested: list[str], available: list[str]) -> list[str]:
+def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list[str]:
     """Keep the requested providers that this onnxruntime build has, CPU always last."""
     chosen = [PROVIDER_NAMES[name] for name in requested if PROVIDER_NAMES[name] in available]
     if "CPUExecutionProvider" not in chosen:

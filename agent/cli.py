@@ -1,0 +1,133 @@
+"""The ``edge-agent`` command: run, demo, replay, record, validate-config, tail, reset-baseline, check-replay."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+from agent import __version__
+
+EXAMPLES = {
+    "run": "edge-agent run --config /etc/edge-agent/agent.yaml\n"
+           "  edge-agent run --config config/demo.yaml --recording line3.mcap --speed 10",
+    "demo": "edge-agent demo            # about 3 minutes of simulated factory streams\n"
+            "  edge-agent demo --duration 60",
+    "replay": "edge-agent replay line3.mcap --mqtt localhost:1883 --speed 1\n"
+              "  edge-agent replay line3.mcap --zmq tcp://127.0.0.1:5556 --fast",
+    "record": "edge-agent record --mqtt localhost:1883 --out line3.mcap --duration 600",
+    "validate-config": "edge-agent validate-config /etc/edge-agent/agent.yaml",
+    "tail": "edge-agent tail --mqtt localhost:1883            # all devices\n"
+            "  edge-agent tail --mqtt broker:8883 --device line3 --ca ca.crt --cert op.crt --key op.key",
+    "reset-baseline": "edge-agent reset-baseline --config /etc/edge-agent/agent.yaml 'pump-7'",
+    "check-replay": "edge-agent check-replay events.jsonl tests/data/expected-events.jsonl",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    result: int = args.handler(args)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent", description="Streaming monitoring daemon for factory sensor streams.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'edge-agent COMMAND --help' for a command's options and an example.")
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, help_text: str, handler_path: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text,
+            epilog="example:\n  " + EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.set_defaults(handler=lambda args: _call(handler_path, args))
+        return sub
+
+    run = command("run", "Run the agent daemon (systemd: Type=notify).", "agent.commands:run")
+    run.add_argument("--config", type=Path, required=True, help="YAML configuration file")
+    run.add_argument("--recording", type=Path, help="read sensor input from this recording instead")
+    run.add_argument("--speed", type=float, help="recording speed factor (default: as fast as possible)")
+    run.add_argument("--duration", type=float, help="stop after this many seconds")
+
+    demo = command("demo", "Run the agent on simulated factory streams, printing alerts (no broker).",
+                   "agent.commands:demo")
+    demo.add_argument("--duration", type=float, default=180, help="seconds to run (default 180)")
+    demo.add_argument("--config", type=Path, help="demo config (default: the packaged config/demo.yaml)")
+    demo.add_argument("--all-events", action="store_true", help="print info events too")
+
+    replay = command("replay", "Publish a recording to MQTT or ZeroMQ with its timing, faster, or at once.",
+                     "agent.commands:replay")
+    replay.add_argument("recording", type=Path)
+    _target_arguments(replay)
+    pace = replay.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, help="timing factor (default 1 = original)")
+    pace.add_argument("--fast", action="store_true", help="as fast as possible")
+
+    record = command("record", "Capture live sensor streams to an MCAP recording.", "agent.commands:record")
+    _target_arguments(record)
+    record.add_argument("--out", type=Path, required=True, help="recording file to write")
+    record.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+
+    validate = command("validate-config", "Validate a configuration file and exit (0 = valid).",
+                       "agent.commands:validate_config")
+    validate.add_argument("config", type=Path)
+
+    tail = command("tail", "Watch alert, health and status topics, printed readably (duplicates dropped).",
+                   "agent.commands:tail")
+    tail.add_argument("--mqtt", default="localhost:1883", help="broker host:port")
+    tail.add_argument("--prefix", default="edge", help="topic prefix")
+    tail.add_argument("--device", default="+", help="device id (default: all)")
+    tail.add_argument("--json", action="store_true", help="print raw JSON events")
+    tail.add_argument("--count", type=int, help="exit after this many events")
+    for option in ("ca", "cert", "key", "username", "password-file"):
+        tail.add_argument(f"--{option}", help=f"TLS/auth: {option}")
+
+    reset = command("reset-baseline", "Forget learned normal states after maintenance (next data re-learns).",
+                    "agent.commands:reset_baseline")
+    reset.add_argument("--config", type=Path, required=True)
+    reset.add_argument("sensor", help="sensor id or pattern, e.g. 'pump-*'")
+
+    check = command("check-replay", "Compare events from a replay with an expected-events file.",
+                    "agent.commands:check_replay")
+    check.add_argument("actual", type=Path, help="JSONL events the agent produced")
+    check.add_argument("expected", type=Path, help="JSONL expected events")
+    check.add_argument("--time-tolerance", type=float, default=2.0, help="seconds")
+    check.add_argument("--score-tolerance", type=float, default=0.1, help="relative")
+    return parser
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--mqtt", help="broker host:port")
+    target.add_argument("--zmq", help="ZeroMQ endpoint, e.g. tcp://127.0.0.1:5556")
+    parser.add_argument("--prefix", default="edge", help="MQTT topic prefix")
+
+
+def _call(path: str, args: argparse.Namespace) -> int:
+    # commands import their heavy dependencies only when they run, so --help stays instant
+    import importlib
+
+    module, _, name = path.partition(":")
+    try:
+        result: int = getattr(importlib.import_module(module), name)(args)
+        return result
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a command's failure is reported in one line, not a traceback
+        from agent.config import ConfigError
+
+        if isinstance(error, ConfigError):
+            print(textwrap.indent(str(error), ""), file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

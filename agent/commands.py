@@ -1,0 +1,206 @@
+"""What each ``edge-agent`` subcommand does (argument parsing lives in agent.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import queue
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.config import AgentConfig, ConfigError, RecordingSourceConfig, load_config
+from agent.logs import configure_logging
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(args: argparse.Namespace) -> int:
+    """The daemon."""
+    from agent.daemon import Agent
+
+    config = load_config(args.config)
+    if args.recording:
+        config = config.model_copy(update={"sources": [
+            RecordingSourceConfig(kind="recording", path=args.recording, speed=args.speed)]})
+    configure_logging(config.log.level, config.log.format)
+    agent = Agent(config, args.config)
+    agent.install_signal_handlers()
+    agent.start()
+    return agent.run(duration_s=args.duration, until_sources_finish=args.recording is not None)
+
+
+def demo(args: argparse.Namespace) -> int:
+    """The agent on simulated factory streams, printing alerts; no broker needed."""
+    from agent.daemon import Agent
+
+    path = args.config or REPO_ROOT / "config" / "demo.yaml"
+    state_dir = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
+    config = load_config(path, overrides={"state_dir": str(state_dir)})
+    if args.all_events:
+        config = _console_min_severity(config, "info")
+    configure_logging(config.log.level, config.log.format)
+    print(f"edge-agent demo: simulated factory for {args.duration:.0f} s (Ctrl-C stops); "
+          f"events also in {state_dir}/events.jsonl", flush=True)
+    agent = Agent(config, path)
+    agent.install_signal_handlers()
+    agent.start()
+    code = agent.run(duration_s=args.duration)
+    _print_summary(agent.report_stats(), state_dir / "events.jsonl")
+    return code
+
+
+def _console_min_severity(config: AgentConfig, severity: str) -> AgentConfig:
+    sinks = [sink.model_copy(update={"min_severity": severity}) if sink.kind == "console" else sink
+             for sink in config.sinks]
+    return config.model_copy(update={"sinks": sinks})
+
+
+def _print_summary(stats: dict[str, Any], events_path: Path) -> None:
+    counts: collections.Counter[str] = collections.Counter()
+    if events_path.exists():
+        for line in events_path.read_text().splitlines():
+            event = json.loads(line)
+            counts[f"{event['task']}/{event['type']}"] += 1
+    print("\nsummary of events:", flush=True)
+    for name, count in sorted(counts.items()):
+        print(f"  {name:40s} {count}")
+    for name, task in stats["tasks"].items():
+        print(f"  task {name}: processed {task['processed']}, p50 {task.get('latency_p50_ms', 0)} ms, "
+              f"p99 {task.get('latency_p99_ms', 0)} ms, errors {task['errors']}")
+
+
+def validate_config(args: argparse.Namespace) -> int:
+    """Validate only; print what the agent would run."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    tasks = ", ".join(config.task_configs()) or "none"
+    print(f"{args.config}: valid (device {config.device}; {len(config.sources)} source(s), "
+          f"{len(config.sinks)} sink(s); tasks: {tasks})")
+    return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise SystemExit(f"expected host:port, got {text!r}")
+    return host, int(port)
+
+
+def replay(args: argparse.Namespace) -> int:
+    """Publish a recording to MQTT or ZeroMQ."""
+    from sensors.recording import RecordingReader
+    from sensors.replay import MqttPublisher, ZmqPublisher
+    from sensors.replay import replay as replay_recording
+
+    publisher: Any = (MqttPublisher(*_host_port(args.mqtt)) if args.mqtt
+                      else ZmqPublisher(args.zmq, mode="push"))
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    started = time.monotonic()
+    with publisher, RecordingReader(args.recording) as reader:
+        count = replay_recording(reader, publisher.publish, None if args.fast else args.speed, stop)
+    print(f"replayed {count} messages in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def record(args: argparse.Namespace) -> int:
+    """Capture live sensor streams (MQTT subscription or ZeroMQ SUB) to an MCAP file."""
+    import zmq
+    from sensors.recording import RecordingWriter
+
+    from agent.config import MqttSourceConfig, ZmqSourceConfig
+    from sensors.sources import MqttSource, Source, ZmqSource
+
+    source: Source
+    if args.mqtt:
+        host, port = _host_port(args.mqtt)
+        source = MqttSource(MqttSourceConfig(kind="mqtt", host=host, port=port, topic_prefix=args.prefix),
+                            device="recorder")
+    else:
+        source = ZmqSource(ZmqSourceConfig(kind="zmq", endpoint=args.zmq, socket="sub", bind=False),
+                           zmq.Context.instance(), 64 << 20)
+    received: queue.Queue[tuple[int, bytes]] = queue.Queue()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    source.start(lambda raw: received.put((time.time_ns(), raw)))
+    deadline = time.monotonic() + args.duration if args.duration else float("inf")
+    count = 0
+    with RecordingWriter(args.out) as writer:
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                log_time, raw = received.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            writer.write(raw, log_time)
+            count += 1
+        source.close()
+        while not received.empty():
+            log_time, raw = received.get()
+            writer.write(raw, log_time)
+            count += 1
+    print(f"recorded {count} messages to {args.out}")
+    return 0
+
+
+def tail(args: argparse.Namespace) -> int:
+    """Print events as an operator watches them; duplicates (same event id) are dropped."""
+    from agent.config import MqttConnection, Secret, Tls
+    from agent.sinks import render_event
+    from agent.tail import EventWatcher
+
+    host, port = _host_port(args.mqtt)
+    tls = Tls(ca_file=args.ca, cert_file=args.cert, key_file=args.key) if args.ca else None
+    password = Secret(file=args.password_file) if args.password_file else None
+    connection = MqttConnection(host=host, port=port, topic_prefix=args.prefix, tls=tls,
+                                username=args.username, password=password)
+    done = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    seen = 0
+
+    def show(topic: str, message: dict[str, Any]) -> None:
+        nonlocal seen
+        if args.json:
+            print(json.dumps(message), flush=True)
+        elif "event_id" in message:
+            print(render_event(message), flush=True)
+        else:
+            print(f"{topic}: {json.dumps(message)}", flush=True)
+        seen += 1
+        if args.count and seen >= args.count:
+            done.set()
+
+    with EventWatcher(connection, args.device, show):
+        done.wait()
+    return 0
+
+
+def reset_baseline(args: argparse.Namespace) -> int:
+    """Delete learned normal states so the next data re-learns them."""
+    from models.vibration.monitor import reset_baseline as reset
+
+    config = load_config(args.config)
+    removed = reset(config.state_dir / "vibration", args.sensor)
+    print(f"reset {len(removed)} baseline(s): {', '.join(removed) or 'none matched'}; "
+          "send SIGHUP or restart the agent to start re-learning")
+    return 0
+
+
+def check_replay(args: argparse.Namespace) -> int:
+    """The replay regression check."""
+    from agent.replay_check import Tolerances, compare, read_events
+
+    report = compare(read_events(args.actual), read_events(args.expected),
+                     Tolerances(time_s=args.time_tolerance, score_relative=args.score_tolerance))
+    print(report.render())
+    return 0 if report.ok else 1

@@ -1,0 +1,292 @@
+"""The daemon: starts sources -> pipeline -> sinks in order, supervises them, reloads, stops cleanly.
+
+Shutdown is one ordered path: every component registers a stop function as it
+starts, and :meth:`Agent.stop` runs them in reverse order, each with a deadline.
+SIGTERM and SIGINT take that path; SIGHUP reloads configuration and models
+without losing queued data (a config that fails validation is refused).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import resource
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+import zmq
+
+from agent import __version__, systemd
+from agent.config import AgentConfig, ConfigError, load_config
+from agent.events import EventDraft, dumps, finalize
+from agent.pipeline import Dispatcher, RejectionReporter, TaskWorker
+from agent.sinks import Outgoing, Sink, make_sink
+from agent.stats import Stats
+from agent.tasks import task_types
+from agent.tasks.base import Task, TaskContext
+from models.runtime import load_model
+from sensors.sources import Source, make_source
+
+log = structlog.get_logger(__name__)
+EXIT_MEMORY = 75  # EX_TEMPFAIL: systemd restarts us, the outbox and learned state are on disk
+EXIT_RESTARTS = 70
+WORKER_RESTART_LIMIT = 5  # per minute, then the process exits and systemd takes over
+STUCK_AFTER_S = 30.0
+
+
+class Lifecycle:
+    """Components in start order; stopped in reverse order with a deadline each."""
+
+    def __init__(self) -> None:
+        self.components: list[tuple[str, Callable[[], Any]]] = []
+
+    def register(self, name: str, stop: Callable[[], Any]) -> None:
+        self.components.append((name, stop))
+
+    def stop_all(self, deadline_s: float) -> None:
+        while self.components:
+            name, stop = self.components.pop()
+            thread = threading.Thread(target=_quietly, args=(name, stop), name=f"stop-{name}", daemon=True)
+            thread.start()
+            thread.join(deadline_s)
+            if thread.is_alive():
+                log.error("component did not stop in time", component=name, deadline_s=deadline_s)
+
+
+def _quietly(name: str, stop: Callable[[], Any]) -> None:
+    try:
+        stop()
+    except Exception:
+        log.exception("component failed to stop cleanly", component=name)
+
+
+class Agent:
+    """One running agent: build with a config, ``start()``, ``run()`` until stopped."""
+
+    def __init__(self, config: AgentConfig, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.stats = Stats()
+        self.lifecycle = Lifecycle()
+        self.sinks: list[Sink] = []
+        self.sources: list[Source] = []
+        self.workers: dict[str, TaskWorker] = {}
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self.exit_code = 0
+        self.restart_times: list[float] = []
+        self.zmq_context: zmq.Context[Any] = zmq.Context()
+        self.reporter = RejectionReporter(self.emit)
+        self.dispatcher = Dispatcher(self.stats, config.max_payload_bytes, self.reporter)
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Open sinks (and outbox), load models, start workers, then sources; READY at the end."""
+        config = self.config
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.lifecycle.register("zmq", lambda: self.zmq_context.term())
+        self._open_sinks(config)
+        for task in self._build_tasks(config):
+            self._add_worker(task)
+        self.lifecycle.register("tasks", self._stop_workers)
+        self._open_sources(config)
+        systemd.ready()
+        systemd.status(f"running {len(self.workers)} task(s)")
+        log.info("agent started", device=config.device, version=__version__, tasks=sorted(self.workers),
+                 models=self.model_versions())
+
+    def _open_sinks(self, config: AgentConfig) -> None:
+        sinks = [make_sink(sink, config.device, config.state_dir, self.zmq_context) for sink in config.sinks]
+        self.sinks = sinks
+
+        def close_sinks() -> None:
+            for sink in sinks:
+                sink.close()
+
+        self.lifecycle.register("sinks", close_sinks)
+
+    def _open_sources(self, config: AgentConfig) -> None:
+        sources = [make_source(source, config.device, self.zmq_context, config.max_payload_bytes)
+                   for source in config.sources]
+        for source in sources:
+            source.start(self.dispatcher.submit)
+        self.sources = sources
+
+        def close_sources() -> None:
+            for source in sources:
+                source.close()
+
+        self.lifecycle.register("sources", close_sources)
+
+    def _build_tasks(self, config: AgentConfig) -> list[Task]:
+        types = task_types()
+        backend = config.backend
+        tasks = []
+        for name, task_config in config.task_configs().items():
+            context = TaskContext(
+                device=config.device, state_dir=config.state_dir / name,
+                load_model=functools.partial(load_model, config=backend), log=log.bind(task=name))
+            context.state_dir.mkdir(parents=True, exist_ok=True)
+            tasks.append(types[name](task_config, context))
+        return tasks
+
+    def _add_worker(self, task: Task) -> None:
+        worker = TaskWorker(task, self.stats, self.emit, self.reporter)
+        self.workers[task.name] = worker
+        self.dispatcher.workers = list(self.workers.values())
+
+    def _stop_workers(self) -> None:
+        deadline = time.monotonic() + self.config.drain_timeout_s * 0.9
+        for worker in self.workers.values():
+            worker.accepting = False
+        for worker in self.workers.values():
+            left = worker.drain(deadline)
+            if left:
+                log.error("stopped with items still queued", task=worker.name, left=left)
+            worker.task.close()
+
+    # -- events ----------------------------------------------------------------------------
+    def emit(self, task: str, draft: EventDraft) -> None:
+        """Finish an event and hand it to every sink; a failing sink never stops the others."""
+        event = finalize(draft, self.config.device, task)
+        item = Outgoing(event, dumps(event), draft.attachment)
+        for sink in self.sinks:
+            try:
+                sink.send(item)
+            except Exception:
+                log.exception("sink failed to take an event", sink=sink.name, event_id=event["event_id"])
+
+    def model_versions(self) -> dict[str, list[str]]:
+        return {name: [f"{m.name}@{m.version}" for m in worker.task.models()]
+                for name, worker in self.workers.items()}
+
+    # -- run -------------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_requested.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_requested.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload_requested.set())
+
+    def run(self, duration_s: float | None = None, until_sources_finish: bool = False) -> int:
+        """Supervise until stopped (signal, duration, or finite sources done); returns the exit code."""
+        started = time.monotonic()
+        last_stats = started
+        watchdog_interval = systemd.watchdog_interval()
+        last_ping = 0.0
+        while not self.stop_requested.wait(0.25):
+            now = time.monotonic()
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
+            self._supervise(now)
+            if watchdog_interval and now - last_ping >= watchdog_interval / 2 and self.making_progress(now):
+                systemd.watchdog()
+                last_ping = now
+            if now - last_stats >= self.config.stats_interval_s:
+                last_stats = now
+                self.report_stats()
+            if duration_s is not None and now - started >= duration_s:
+                break
+            if until_sources_finish and self.sources and all(s.finished.is_set() for s in self.sources) \
+                    and all(len(w.queue) == 0 and w.busy_since is None for w in self.workers.values()):
+                break
+        self.stop()
+        return self.exit_code
+
+    def making_progress(self, now: float) -> bool:
+        """True while every worker loops and none is stuck inside one call (gates watchdog pings)."""
+        return all(now - w.heartbeat < STUCK_AFTER_S and w.stuck_for(now) < STUCK_AFTER_S
+                   and w.thread.is_alive() for w in self.workers.values())
+
+    def _supervise(self, now: float) -> None:
+        for worker in self.workers.values():
+            if worker.ensure_running():
+                self.restart_times = [t for t in self.restart_times if now - t < 60] + [now]
+                if len(self.restart_times) > WORKER_RESTART_LIMIT:
+                    log.error("workers keep dying; exiting for systemd to restart the agent")
+                    self.exit_code = EXIT_RESTARTS
+                    self.stop_requested.set()
+        self._check_sensors(now)
+        rss_mb = current_rss_mb()
+        if self.config.max_rss_mb and rss_mb > self.config.max_rss_mb:
+            log.error("memory budget exceeded; exiting for a restart (nothing is lost: outbox and state "
+                      "are on disk)", rss_mb=round(rss_mb), budget_mb=self.config.max_rss_mb)
+            self.exit_code = EXIT_MEMORY
+            self.stop_requested.set()
+
+    def _check_sensors(self, now: float) -> None:
+        timeout = self.config.sensor_timeout_s
+        changes = []
+        with self.stats.lock:
+            for sensor, entry in self.stats.sensors.items():
+                silent = now - entry.last_seen > timeout
+                if silent == entry.online:
+                    entry.online = not silent
+                    changes.append((sensor, entry.online, now - entry.last_seen))
+        for sensor, online, silence in changes:
+            kind = "sensor_online" if online else "sensor_offline"
+            log.warning(kind, sensor=sensor)
+            body = {} if online else {"silent_for_s": round(silence, 1)}
+            self.emit("agent", EventDraft(kind, sensor, time.time_ns(), "info" if online else "warning",
+                                          body=body))
+
+    def report_stats(self) -> dict[str, Any]:
+        snapshot = self.stats.snapshot()
+        snapshot["queues"] = {name: len(worker.queue) for name, worker in self.workers.items()}
+        snapshot["sinks"] = {sink.name: sink.stats() for sink in self.sinks if sink.stats()}
+        snapshot["models"] = self.model_versions()
+        snapshot["rss_mb"] = round(current_rss_mb(), 1)
+        log.info("stats", **snapshot)
+        status = {"device": self.config.device, "state": "online", "version": __version__, "stats": snapshot}
+        for sink in self.sinks:
+            sink.send_status(status)
+        return snapshot
+
+    # -- reload and stop -------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Re-read the config and models; keep the running ones if anything fails."""
+        if self.config_path is None:
+            return False
+        systemd.reloading()
+        try:
+            config = load_config(self.config_path)
+            tasks = {task.name: task for task in self._build_tasks(config)}
+        except (ConfigError, Exception) as error:  # a bad reload must never take the agent down
+            log.error("reload refused; keeping the running configuration", error=str(error))
+            systemd.ready()
+            return False
+        for name, task in tasks.items():
+            if name in self.workers:
+                self.workers[name].swap(task).close()
+            else:
+                self._add_worker(task)
+        for name in set(self.workers) - set(tasks):
+            self.workers[name].accepting = False
+            log.warning("task removed by reload; it stops taking input", task=name)
+        kept = ("device", "state_dir", "sources", "sinks")
+        if any(getattr(config, key) != getattr(self.config, key) for key in kept):
+            log.warning("device, state_dir, sources and sinks changes take effect at the next restart")
+        self.config = config.model_copy(update={key: getattr(self.config, key) for key in kept})
+        systemd.ready()
+        log.info("configuration reloaded", models=self.model_versions())
+        return True
+
+    def stop(self) -> None:
+        systemd.stopping()
+        log.info("agent stopping", deadline_s=self.config.drain_timeout_s)
+        self.lifecycle.stop_all(self.config.drain_timeout_s)
+        log.info("agent stopped", **{"exit_code": self.exit_code})
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process, in MiB."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,295 @@
+"""Event sinks: MQTT upstream through the durable outbox, ZeroMQ PUB, JSON Lines, console."""
+
+from __future__ import annotations
+
+import abc
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import paho.mqtt.client as mqtt
+import structlog
+import zmq
+
+from agent.config import ConsoleSinkConfig, JsonlSinkConfig, MqttSinkConfig, SinkConfig, ZmqSinkConfig
+from agent.events import SEVERITY_RANK, iso_time
+from agent.mqtt import connect_properties, make_client
+from agent.outbox import Outbox
+from sensors import topics
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One finished event, its JSON bytes, and an optional JPEG attachment."""
+
+    event: dict[str, Any]
+    payload: bytes
+    attachment: bytes | None = None
+
+    @property
+    def severity(self) -> int:
+        return SEVERITY_RANK[self.event["severity"]]
+
+    def topic(self, prefix: str) -> str:
+        event = self.event
+        return topics.event_topic(prefix, event["device"], event["task"], event["type"])
+
+    def attachment_topic(self, prefix: str) -> str:
+        event = self.event
+        return topics.image_topic(prefix, event["device"], event["task"], event["event_id"])
+
+
+class Sink(abc.ABC):
+    """Where events go; ``send`` must not block on the network."""
+
+    name: str
+
+    @abc.abstractmethod
+    def send(self, item: Outgoing) -> None:
+        """Hand over one event (stored or queued; delivery may happen later)."""
+
+    def send_status(self, status: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Publish the device status (only sinks with a status channel override this)."""
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush what can be flushed and release resources."""
+
+
+class MqttSink(Sink):
+    """Publishes through the outbox with QoS 1; rows leave the outbox only when PUBACKed."""
+
+    name = "mqtt"
+
+    def __init__(self, config: MqttSinkConfig, device: str, state_dir: Path) -> None:
+        self.config = config
+        self.device = device
+        self.prefix = config.topic_prefix
+        outbox = config.outbox
+        self.outbox = Outbox(state_dir / "outbox.sqlite", outbox.max_events, int(outbox.max_mb * 2**20))
+        self.status_topic = topics.status_topic(self.prefix, device)
+        self.client = make_client(config, config.client_id or f"{device}-out")
+        self.client.will_set(self.status_topic, _status_payload(device, "offline"), qos=1, retain=True)
+        self.client.max_inflight_messages_set(config.max_inflight)
+        self.client.max_queued_messages_set(config.max_inflight * 2)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.connected = threading.Event()
+        self.connects = 0
+        self.last_connect_s: float | None = None
+        self._disconnected_at: float | None = time.monotonic()
+        self._lock = threading.Lock()
+        self._inflight: dict[int, int] = {}
+        self._acked: list[int] = []
+        self._early_acks: set[int] = set()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.client.connect_async(config.host, config.port, config.keepalive_s, clean_start=False,
+                                  properties=connect_properties(config.session_expiry_s))
+        self.client.loop_start()
+        self._pump_thread = threading.Thread(target=self._pump, name="outbox-pump", daemon=True)
+        self._pump_thread.start()
+
+    def send(self, item: Outgoing) -> None:
+        ttl = self.config.outbox.ttl_s
+        self.outbox.put(item.event["event_id"], item.topic(self.prefix), item.payload, item.severity,
+                        ttl.get(item.event["type"]))
+        if item.attachment is not None:
+            self.outbox.put(item.event["event_id"], item.attachment_topic(self.prefix), item.attachment,
+                            item.severity, ttl.get("image"))
+        self._wake.set()
+
+    def send_status(self, status: dict[str, Any]) -> None:
+        if self.connected.is_set():
+            self.client.publish(self.status_topic, json.dumps(status), qos=1, retain=True)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.error("mqtt connection refused", host=self.config.host, reason=str(reason))
+            return
+        if self._disconnected_at is not None:
+            self.last_connect_s = time.monotonic() - self._disconnected_at
+        self.connects += 1
+        log.info("mqtt connected", host=self.config.host, port=self.config.port, pending=self.outbox.pending())
+        client.publish(self.status_topic, _status_payload(self.device, "online"), qos=1, retain=True)
+        self.connected.set()
+        self._wake.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if self.connected.is_set():
+            log.warning("mqtt disconnected; events stay in the outbox", reason=str(reason))
+            self._disconnected_at = time.monotonic()
+        self.connected.clear()
+        with self._lock:
+            self._inflight.clear()
+            self._early_acks.clear()
+            self.outbox.new_epoch()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        with self._lock:
+            row_id = self._inflight.pop(mid, None)
+            if row_id is None:
+                self._early_acks.add(mid)
+            elif not reason.is_failure:
+                self._acked.append(row_id)
+        self._wake.set()
+
+    def _pump(self) -> None:
+        last_expiry = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            try:
+                self._publish_pending()
+                if time.monotonic() - last_expiry > 10:
+                    last_expiry = time.monotonic()
+                    self.outbox.expire()
+            except Exception:  # the pump must survive anything; the outbox keeps the events
+                log.exception("outbox pump error")
+                time.sleep(1)
+
+    def _publish_pending(self) -> None:
+        with self._lock:
+            acked, self._acked = self._acked, []
+        self.outbox.acknowledge(acked)
+        if not self.connected.is_set():
+            return
+        room = self.config.max_inflight - len(self._inflight)
+        for entry in self.outbox.take(room) if room > 0 else []:
+            with self._lock:
+                info = self.client.publish(entry.topic, entry.payload, qos=1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+                    log.warning("mqtt publish refused; will retry", rc=info.rc)
+                    continue
+                if info.mid in self._early_acks:
+                    self._early_acks.discard(info.mid)
+                    self._acked.append(entry.row_id)
+                else:
+                    self._inflight[info.mid] = entry.row_id
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until the outbox is empty (or the timeout passes); True if everything was delivered."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.outbox.pending() == 0:
+                return True
+            self._wake.set()
+            time.sleep(0.05)
+        return self.outbox.pending() == 0
+
+    def stats(self) -> dict[str, Any]:
+        counters = self.outbox.counters
+        return {"connected": self.connected.is_set(), "pending": self.outbox.pending(),
+                "delivered": counters.delivered, "evicted": counters.evicted, "expired": counters.expired,
+                "write_failures": counters.write_failures, "connects": self.connects,
+                "last_reconnect_s": self.last_connect_s}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._pump_thread.join(5)
+        if self.connected.is_set():
+            self.client.publish(self.status_topic, _status_payload(self.device, "offline"), qos=1,
+                                retain=True).wait_for_publish(2)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.outbox.close()
+
+
+def _status_payload(device: str, state: str) -> bytes:
+    return json.dumps({"device": device, "state": state, "time": iso_time(time.time_ns())}).encode()
+
+
+class ZmqSink(Sink):
+    """Publishes [topic, JSON] on a ZeroMQ PUB socket; subscribers filter by topic prefix."""
+
+    name = "zmq"
+
+    def __init__(self, config: ZmqSinkConfig, context: zmq.Context[Any]) -> None:
+        self.socket = context.socket(zmq.PUB)
+        self.socket.setsockopt(zmq.SNDHWM, config.send_hwm)
+        self.socket.setsockopt(zmq.LINGER, 1000)
+        self.socket.bind(config.endpoint)
+        self._lock = threading.Lock()  # zmq sockets are not thread-safe; workers share this sink
+
+    def send(self, item: Outgoing) -> None:
+        with self._lock:
+            self.socket.send_multipart([item.topic(topics.DEFAULT_PREFIX).encode(), item.payload])
+            if item.attachment is not None:
+                self.socket.send_multipart([item.attachment_topic(topics.DEFAULT_PREFIX).encode(),
+                                            item.attachment])
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+class JsonlSink(Sink):
+    """Appends one JSON event per line (attachments are not written)."""
+
+    name = "jsonl"
+
+    def __init__(self, config: JsonlSinkConfig) -> None:
+        config.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = config.path.open("ab")
+        self._lock = threading.Lock()
+
+    def send(self, item: Outgoing) -> None:
+        with self._lock:
+            self.handle.write(item.payload + b"\n")
+            self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class ConsoleSink(Sink):
+    """Prints events readably, one line each, for the demo and for operators."""
+
+    name = "console"
+
+    def __init__(self, config: ConsoleSinkConfig, stream: TextIO | None = None) -> None:
+        self.min_rank = SEVERITY_RANK[config.min_severity]
+        self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
+
+    def send(self, item: Outgoing) -> None:
+        if item.severity >= self.min_rank:
+            with self._lock:
+                print(render_event(item.event), file=self.stream, flush=True)
+
+
+SEVERITY_MARK = {"info": " ", "warning": "!", "alarm": "ALARM"}
+
+
+def render_event(event: dict[str, Any]) -> str:
+    """One readable line for an event (shared by the console sink and ``edge-agent tail``)."""
+    body = event.get("body", {})
+    details = " ".join(f"{key}={_short(value)}" for key, value in body.items())
+    score = "" if event.get("score") is None else f" score={event['score']:.3g}"
+    return (f"{event['source_time'][11:23]} {SEVERITY_MARK[event['severity']]:>5} {event['task']}/"
+            f"{event['type']} sensor={event['sensor']}{score} {details}")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def make_sink(config: SinkConfig, device: str, state_dir: Path, context: zmq.Context[Any]) -> Sink:
+    """Build the sink a config entry describes."""
+    if isinstance(config, MqttSinkConfig):
+        return MqttSink(config, device, state_dir)
+    if isinstance(config, ZmqSinkConfig):
+        return ZmqSink(config, context)
+    if isinstance(config, JsonlSinkConfig):
+        return JsonlSink(config)
+    return ConsoleSink(config)
