@@ -1,0 +1,175 @@
+"""Vibration features in fast numpy, vectorised over windows and channels; the agent's run-time path.
+
+Per channel, :data:`FEATURE_NAMES`:
+
+- time domain: ``rms``, ``peak`` (max |x|), ``peak_to_peak``, ``crest_factor`` (peak / rms),
+  ``kurtosis`` and ``skewness`` (pandas' bias-corrected G2 and G1, as tsfresh computes them),
+  ``mean_abs_change`` (mean |x[i+1] - x[i]|, weighted towards high frequencies);
+- ``band0`` .. ``band5``: mean-square power in octave bands of the Nyquist range
+  ([0, 1/32), [1/32, 1/16), ..., [1/2, 1] x Nyquist; at 20 kHz the top band is 5-10 kHz), so
+  the bands sum to ``rms**2``;
+- ``shaft_1x``, ``shaft_2x``: amplitude of the shaft frequency and its second harmonic
+  (unbalance, misalignment, looseness);
+- ``env_ftf``, ``env_bsf``, ``env_bpfo``, ``env_bpfi``: prominence of the bearing fault
+  frequencies (and their second harmonic) in the envelope spectrum of the high band where
+  impacts ring the structure, relative to the median envelope spectrum level; a value near 2 is
+  noise, a fault gives tens.
+
+The time-domain values and band powers are tested to equal tsfresh's on the same windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import fft
+
+from models.vibration.bearing import FAULT_FREQUENCIES, BearingGeometry
+
+N_BANDS = 6
+TIME_FEATURES = ("rms", "peak", "peak_to_peak", "crest_factor", "kurtosis", "skewness", "mean_abs_change")
+BAND_FEATURES = tuple(f"band{i}" for i in range(N_BANDS))
+SHAFT_FEATURES = ("shaft_1x", "shaft_2x")
+ENVELOPE_FEATURES = tuple(f"env_{name}" for name in FAULT_FREQUENCIES)
+#: features computed for each channel, in this order
+FEATURE_NAMES: list[str] = [*TIME_FEATURES, *BAND_FEATURES, *SHAFT_FEATURES, *ENVELOPE_FEATURES]
+#: features that are positive by construction and spread over decades: normalised on a log scale
+LOG_FEATURES = frozenset(FEATURE_NAMES) - {"kurtosis", "skewness"}
+
+
+def band_edges(sample_rate: float) -> np.ndarray:
+    """The N_BANDS + 1 band edges in Hz: octaves below Nyquist, the lowest band starting at 0."""
+    nyquist = sample_rate / 2
+    return np.array([0.0, *(nyquist / 2.0 ** np.arange(N_BANDS - 1, 0, -1)), nyquist])
+
+
+def feature_names(channels: int) -> list[str]:
+    """Flat names of a multi-channel feature vector, e.g. ``ch0.rms``; channel-major."""
+    return [f"ch{c}.{name}" for c in range(channels) for name in FEATURE_NAMES]
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """What the features need to know about the machine and how to look for its fault frequencies."""
+
+    geometry: BearingGeometry = field(default_factory=BearingGeometry)
+    #: known shaft speed; None estimates it from each window's spectrum within ``shaft_range_hz``
+    shaft_hz: float | None = None
+    shaft_range_hz: tuple[float, float] = (5.0, 120.0)
+    #: demodulation band for the envelope, as fractions of the sample rate
+    envelope_band: tuple[float, float] = (1 / 16, 0.45)
+    #: relative search tolerance around each expected frequency (slip, speed estimate error)
+    tolerance: float = 0.02
+
+
+def extract(samples: np.ndarray, sample_rate: float, settings: FeatureSettings | None = None
+            ) -> tuple[np.ndarray, float]:
+    """Features of one (samples, channels) window: ((channels, len(FEATURE_NAMES)), shaft Hz used)."""
+    values, shaft = extract_windows(np.asarray(samples)[np.newaxis], sample_rate, settings)
+    return values[0], float(shaft[0])
+
+
+def extract_windows(windows: np.ndarray, sample_rate: float, settings: FeatureSettings | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Features of (windows, samples, channels): ((windows, channels, features), shaft Hz per window)."""
+    settings = settings or FeatureSettings()
+    if windows.ndim != 3 or windows.shape[1] < 16:
+        raise ValueError(f"expected (windows, samples>=16, channels), got shape {windows.shape}")
+    x = np.ascontiguousarray(np.swapaxes(windows, 1, 2), dtype=np.float64)  # (w, ch, n)
+    n = x.shape[-1]
+    spectrum = fft.rfft(x, axis=-1)
+    power = np.abs(spectrum) ** 2
+    freqs = np.arange(power.shape[-1]) * (sample_rate / n)
+    shaft = (np.full(len(x), settings.shaft_hz) if settings.shaft_hz
+             else _estimate_shaft(power.sum(axis=1), freqs, settings.shaft_range_hz))
+    amplitude = np.sqrt(power) * (2.0 / n)
+    parts = [
+        _time_features(x),
+        _band_powers(power, freqs, n, sample_rate),
+        _peaks(amplitude, freqs, shaft[:, None] * np.array([1.0, 2.0]), settings.tolerance),
+        _envelope_features(spectrum, n, sample_rate, shaft, settings),
+    ]
+    return np.concatenate(parts, axis=-1), shaft
+
+
+def _time_features(x: np.ndarray) -> np.ndarray:
+    n = x.shape[-1]
+    rms = np.sqrt(np.mean(x * x, axis=-1))
+    high, low = x.max(axis=-1), x.min(axis=-1)
+    peak = np.maximum(high, -low)
+    d = x - x.mean(axis=-1, keepdims=True)
+    d2 = d * d
+    m2 = d2.sum(axis=-1)
+    m3 = np.einsum("...i,...i->...", d2, d)
+    m4 = np.einsum("...i,...i->...", d2, d2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # pandas' adjusted Fisher-Pearson G1 and G2, which tsfresh's skewness and kurtosis are
+        skew = np.where(m2 > 0, n * (n - 1) ** 0.5 / (n - 2) * m3 / m2**1.5, 0.0)
+        kurt = np.where(m2 > 0, n * (n + 1) * (n - 1) * m4 / ((n - 2) * (n - 3) * m2 * m2)
+                        - 3.0 * (n - 1) ** 2 / ((n - 2) * (n - 3)), 0.0)
+        crest = np.where(rms > 0, peak / rms, 0.0)
+    change = np.abs(np.diff(x, axis=-1)).mean(axis=-1)
+    return np.stack([rms, peak, high - low, crest, kurt, skew, change], axis=-1)
+
+
+def _band_powers(power: np.ndarray, freqs: np.ndarray, n: int, sample_rate: float) -> np.ndarray:
+    """Mean-square power per band from the one-sided spectrum (Parseval: the bands sum to mean(x**2))."""
+    weights = np.full(power.shape[-1], 2.0)
+    weights[0] = 1.0
+    if n % 2 == 0:
+        weights[-1] = 1.0
+    weighted = power * weights / (n * n)
+    index = np.searchsorted(band_edges(sample_rate)[1:-1], freqs, side="right")
+    return np.stack([weighted[..., index == b].sum(axis=-1) for b in range(N_BANDS)], axis=-1)
+
+
+def _estimate_shaft(power: np.ndarray, freqs: np.ndarray, search: tuple[float, float]) -> np.ndarray:
+    """Shaft frequency per window: the strongest line in the search range, refined by a parabola."""
+    resolution = freqs[1]
+    lo = max(1, int(np.ceil(search[0] / resolution)))
+    hi = min(len(freqs) - 2, int(search[1] / resolution))
+    if hi <= lo:
+        raise ValueError(f"window too short to resolve the shaft speed in {search} Hz")
+    best = lo + np.argmax(power[:, lo:hi + 1], axis=-1)
+    rows = np.arange(len(power))
+    left, mid, right = (np.log(power[rows, best + k] + 1e-30) for k in (-1, 0, 1))
+    curvature = left - 2 * mid + right
+    shift = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1.0), 0.0)
+    return (best + np.clip(shift, -0.5, 0.5)) * resolution
+
+
+def _peaks(spectrum: np.ndarray, freqs: np.ndarray, targets: np.ndarray, tolerance: float) -> np.ndarray:
+    """Max of spectrum (w, ch, bins) within +-tolerance (at least one bin) of targets (w, t): (w, ch, t)."""
+    resolution = freqs[1]
+    span = np.maximum(targets * tolerance, resolution)
+    lo = np.clip(np.floor((targets - span) / resolution), 0, len(freqs) - 1).astype(int)
+    hi = np.clip(np.ceil((targets + span) / resolution), 0, len(freqs) - 1).astype(int)
+    width = int((hi - lo).max()) + 1
+    offsets = np.arange(width)
+    index = np.minimum(lo[..., None] + offsets, hi[..., None])  # (w, t, width), repeats the last bin
+    w, ch, _ = spectrum.shape
+    gathered = np.take_along_axis(spectrum, index.reshape(w, 1, -1).repeat(ch, axis=1), axis=-1)
+    return gathered.reshape(w, ch, *index.shape[1:]).max(axis=-1)
+
+
+def _envelope_features(spectrum: np.ndarray, n: int, sample_rate: float, shaft: np.ndarray,
+                       settings: FeatureSettings) -> np.ndarray:
+    """Prominence of each fault frequency (1x and 2x) in the envelope spectrum of the high band."""
+    resolution = sample_rate / n
+    lo = max(1, int(settings.envelope_band[0] * sample_rate / resolution))
+    hi = min(spectrum.shape[-1], int(settings.envelope_band[1] * sample_rate / resolution))
+    analytic = np.zeros((*spectrum.shape[:-1], n), dtype=np.complex128)
+    analytic[..., lo:hi] = 2.0 * spectrum[..., lo:hi]
+    envelope = np.abs(fft.ifft(analytic, axis=-1))
+    envelope -= envelope.mean(axis=-1, keepdims=True)
+    env_spectrum = np.abs(fft.rfft(envelope, axis=-1))
+    freqs = np.arange(env_spectrum.shape[-1]) * resolution
+    orders = settings.geometry.orders()
+    fault = shaft[:, None] * np.array([orders[name] for name in FAULT_FREQUENCIES])  # (w, 4)
+    # The reference level covers the fault frequencies' neighbourhood, not the whole envelope band.
+    top = min(env_spectrum.shape[-1], int(3 * fault.max() / resolution) + 2)
+    floor = np.median(env_spectrum[..., 1:top], axis=-1, keepdims=True) + 1e-12
+    prominence = _peaks(env_spectrum, freqs, np.concatenate([fault, 2 * fault], axis=1), settings.tolerance)
+    k = len(FAULT_FREQUENCIES)
+    return (0.5 * (prominence[..., :k] + prominence[..., k:])) / floor

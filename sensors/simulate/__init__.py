@@ -1,0 +1,1 @@
+"""Simulators that produce realistic sensor streams with known ground truth (one module per sensor kind)."""
