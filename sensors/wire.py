@@ -24,9 +24,15 @@ HEADER = struct.Struct("<4sBBBBQqdHHB3xI")  # 44 bytes, little-endian
 CRC = struct.Struct("<I")
 MAX_SENSOR_ID = 64
 MAX_META = 4096
+MAX_META_DEPTH = 16  # nested objects and arrays, the top-level object counting as 1
 MAX_NDIM = 4
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
-SENSOR_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+SENSOR_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")  # use fullmatch: "$" also matches before "\n"
+RESERVED = slice(37, 40)  # header bytes that must be zero
+MAX_SEQ = 2**64 - 1
+MAX_TIMESTAMP_NS = 2**63 - 1
+MAX_PAYLOAD_FIELD = 2**32 - 1
+MAX_SAMPLE_RATE = 1e7
 
 
 class WireError(ValueError):
@@ -77,6 +83,11 @@ ALLOWED_DTYPES: dict[Kind, frozenset[DType]] = {
     Kind.FRAME: frozenset({DType.UINT8}),
 }
 MAX_CHANNELS = 64
+# Leading bytes that a compressed frame payload must start with.
+IMAGE_SIGNATURES: dict[Encoding, bytes] = {
+    Encoding.JPEG: b"\xff\xd8\xff",
+    Encoding.PNG: b"\x89PNG\r\n\x1a\n",
+}
 
 
 @dataclass(frozen=True)
@@ -90,8 +101,8 @@ class SensorMessage:
 
     sensor_id: str
     kind: Kind
-    seq: int
-    timestamp_ns: int
+    seq: int  # per sensor, +1 per message; a jump is a gap, a step back a restart
+    timestamp_ns: int  # Unix epoch ns (UTC) of the first sample, or of the frame's exposure
     data: np.ndarray | bytes
     sample_rate: float = 0.0
     encoding: Encoding = Encoding.RAW
@@ -107,14 +118,16 @@ class SensorMessage:
 
 def encode(message: SensorMessage) -> bytes:
     """Encode a message to wire bytes; raises WireError for what decode would reject."""
-    check_sensor_id(message.sensor_id)
-    meta = json.dumps(message.meta, separators=(",", ":")).encode() if message.meta else b""
+    _check_encodable(message)
+    meta = _encode_meta(message.meta)
     if isinstance(message.data, np.ndarray):
         dtype = _dtype_code(message.data.dtype)
         shape = message.data.shape
         payload = np.ascontiguousarray(message.data, dtype=NUMPY_DTYPES[dtype]).tobytes()
     else:
         dtype, shape, payload = DType.NONE, (), bytes(message.data)
+    if len(payload) > MAX_PAYLOAD_FIELD:
+        raise WireError(f"payload of {len(payload)} bytes does not fit the 32-bit payload_len field")
     sensor = message.sensor_id.encode("ascii")
     head = HEADER.pack(
         MAGIC, VERSION, int(message.kind), int(message.encoding), int(dtype), message.seq,
@@ -138,6 +151,8 @@ def decode(buffer: bytes | bytearray | memoryview, max_payload: int = DEFAULT_MA
         raise WireError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
     if version != VERSION:
         raise WireError(f"unsupported version {version}, this agent reads version {VERSION}")
+    if any(view[RESERVED]):
+        raise WireError(f"reserved header bytes {bytes(view[RESERVED]).hex()} must be zero")
     kind = _enum(Kind, kind_code, "kind")
     encoding = _enum(Encoding, enc_code, "encoding")
     dtype = _enum(DType, dtype_code, "dtype")
@@ -163,16 +178,41 @@ def decode(buffer: bytes | bytearray | memoryview, max_payload: int = DEFAULT_MA
         raise WireError(f"timestamp_ns must be positive, got {ts_ns}")
     _check_rate(kind, rate)
     data = _payload(kind, encoding, dtype, shape, payload)
+    if isinstance(data, np.ndarray) and not view.readonly:
+        data = data.copy()  # never alias a buffer the caller may reuse (bytearray, zmq frames)
+    if isinstance(data, np.ndarray):
+        data.flags.writeable = False
     return SensorMessage(sensor_id, kind, seq, ts_ns, data, rate, encoding, meta)
 
 
 def check_sensor_id(sensor_id: str) -> str:
     """Validate a sensor id (also used as an MQTT topic level)."""
-    if not SENSOR_ID_PATTERN.match(sensor_id):
+    if not isinstance(sensor_id, str) or not SENSOR_ID_PATTERN.fullmatch(sensor_id):
         raise WireError(
             f"sensor id {sensor_id!r} must be 1-{MAX_SENSOR_ID} characters of A-Z a-z 0-9 _ . -"
         )
     return sensor_id
+
+
+def _check_encodable(message: SensorMessage) -> None:
+    """Range checks for fields that struct.pack would otherwise reject with a non-WireError."""
+    check_sensor_id(message.sensor_id)
+    if not 0 <= message.seq <= MAX_SEQ:
+        raise WireError(f"seq must be in [0, 2**64), got {message.seq}")
+    if not 0 < message.timestamp_ns <= MAX_TIMESTAMP_NS:
+        raise WireError(f"timestamp_ns must be positive and fit int64, got {message.timestamp_ns}")
+
+
+def _encode_meta(meta: dict[str, Any]) -> bytes:
+    if not meta:
+        return b""
+    try:
+        raw = json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as error:
+        raise WireError(f"meta is not JSON-serialisable: {error}") from None
+    if len(raw) > MAX_META:
+        raise WireError(f"meta of {len(raw)} bytes exceeds {MAX_META}")
+    return raw
 
 
 def _enum(enum_type: type[enum.IntEnum], code: int, name: str) -> Any:
@@ -203,17 +243,55 @@ def _meta(raw: bytes) -> dict[str, Any]:
     if len(raw) > MAX_META:
         raise WireError(f"meta of {len(raw)} bytes exceeds {MAX_META}")
     try:
-        meta = json.loads(raw.decode("utf-8"))
+        meta = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant,
+                          parse_float=_finite_float, object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError) as error:
         raise WireError(f"meta is not UTF-8 JSON: {error}") from None
+    except RecursionError:
+        raise WireError(f"meta is nested too deeply (more than {MAX_META_DEPTH} levels)") from None
     if not isinstance(meta, dict):
         raise WireError(f"meta must be a JSON object, got {type(meta).__name__}")
+    if _depth(meta) > MAX_META_DEPTH:
+        raise WireError(f"meta is nested too deeply (more than {MAX_META_DEPTH} levels)")
     return meta
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity, which are not JSON; other languages would choke.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # e.g. 1e999, which could not be encoded again
+        raise ValueError(f"number {text} overflows a double")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which duplicate wins, so the format forbids duplicates.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
 
 
 def _check_rate(kind: Kind, rate: float) -> None:
     if kind.continuous:
-        if not (math.isfinite(rate) and 0 < rate <= 1e7):
+        if not (math.isfinite(rate) and 0 < rate <= MAX_SAMPLE_RATE):
             raise WireError(f"sample_rate must be in (0, 1e7] Hz for {kind.name.lower()}, got {rate}")
     elif rate != 0:
         raise WireError(f"sample_rate must be 0 for frames, got {rate}")
@@ -228,10 +306,15 @@ def _payload(kind: Kind, encoding: Encoding, dtype: DType, shape: tuple[int, ...
             raise WireError("compressed frames carry dtype 0 and ndim 0")
         if not payload:
             raise WireError("empty image payload")
+        signature = IMAGE_SIGNATURES[encoding]
+        if bytes(payload[: len(signature)]) != signature:
+            raise WireError(f"{encoding.name.lower()} payload must start with {signature.hex()}, "
+                            f"got {bytes(payload[: len(signature)]).hex()}")
         return bytes(payload)
     if dtype not in ALLOWED_DTYPES[kind]:
         allowed = sorted(d.name.lower() for d in ALLOWED_DTYPES[kind])
-        raise WireError(f"dtype {dtype.name.lower()} not allowed for {kind.name.lower()} (allowed: {allowed})")
+        raise WireError(f"dtype {dtype.name.lower()} not allowed for {kind.name.lower()} "
+                        f"(allowed: {allowed})")
     _check_shape(kind, shape)
     np_dtype = NUMPY_DTYPES[dtype]
     if len(payload) != math.prod(shape) * np_dtype.itemsize:
@@ -248,6 +331,7 @@ def _payload(kind: Kind, encoding: Encoding, dtype: DType, shape: tuple[int, ...
 def _check_shape(kind: Kind, shape: tuple[int, ...]) -> None:
     if kind.continuous:
         if len(shape) != 2 or shape[0] < 1 or not 1 <= shape[1] <= MAX_CHANNELS:
-            raise WireError(f"{kind.name.lower()} shape must be (samples>=1, channels 1-{MAX_CHANNELS}), got {shape}")
+            raise WireError(f"{kind.name.lower()} shape must be (samples>=1, channels 1-{MAX_CHANNELS}), "
+                            f"got {shape}")
     elif len(shape) not in (2, 3) or min(shape[:2]) < 1 or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
         raise WireError(f"raw frame shape must be (height, width[, 1|3|4]), got {shape}")
