@@ -22,10 +22,7 @@ Everything is deterministic from the seed (for a given ``chunk_s``).
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -36,6 +33,7 @@ import numpy as np
 from scipy import signal
 
 from models.vibration.bearing import BearingGeometry
+from models.vibration.jsonio import write_json_atomic
 from sensors.wire import Kind, SensorMessage
 
 FaultKind = Literal["outer_race", "inner_race", "rolling_element"]
@@ -181,7 +179,8 @@ def make_fleet(count: int, seed: int = 0, sample_rate: float = 20_000.0, channel
             speed_variation=float(rng.choice([0.0, 0.0, 0.03, 0.06])),
             speed_period_s=round(float(rng.uniform(20, 90)), 1),
             geometry=BEARING_CATALOGUE[int(rng.integers(len(BEARING_CATALOGUE)))],
-            harmonics=tuple(round(float(a), 4) for a in rng.uniform(0.02, 0.15, 3) / np.array([1, 2, 4])),
+            harmonics=tuple(round(float(a), 4) for a in
+                            rng.uniform(0.04, 0.15) * np.array([1, rng.uniform(0.15, 0.8), rng.uniform(0.05, 0.4)])),
             resonance_hz=round(resonance, 1),
             damping=round(float(rng.uniform(0.02, 0.07)), 3),
             noise_g=round(float(rng.uniform(0.015, 0.05)), 4),
@@ -398,23 +397,7 @@ class VibrationSimulator:
             out[self.rng.integers(n), self.rng.integers(out.shape[1])] += m.spike_g * self.rng.choice([-1, 1])
 
 
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write JSON through a temporary file in the same folder and os.replace, so readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=1, allow_nan=False)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
 __all__ = [
     "FAULT_KINDS", "Acquisition", "Block", "FaultSpec", "MachineSpec", "RunSpec", "VibrationSimulator",
-    "demo_run", "make_fleet", "run_to_failure", "write_json_atomic",
+    "demo_run", "make_fleet", "run_to_failure",
 ]
