@@ -108,8 +108,6 @@ class Session:
     messages: list[tuple[str, bytes]] = field(default_factory=list)
     puback: dict[int, mqtt.ReasonCode] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
 
     @property
     def connected(self) -> bool:
@@ -136,20 +134,9 @@ class Session:
             time.sleep(0.01)
         raise AssertionError(f"no PUBACK for {topic}")
 
-    def start(self) -> None:
-        """Run the network loop in a thread of our own (paho's loop_start() would reconnect on its own)."""
-        def loop() -> None:
-            while not self.stop.is_set():
-                self.client.loop(timeout=0.05)
-
-        self.thread = threading.Thread(target=loop, daemon=True)
-        self.thread.start()
-
     def close(self) -> None:
         self.client.disconnect()
-        self.stop.set()
-        if self.thread is not None:
-            self.thread.join(TIMEOUT)
+        self.client.loop_stop()
         close_socket(self.client)
 
 
@@ -163,7 +150,7 @@ def connect(broker: SecureBroker, user: str, ca: Path | None = None, pair: CertP
             password: str = PASSWORD) -> tuple[Session, Failure | None]:
     """Connect over TLS and wait for CONNACK or a disconnect; returns the session and how connect() failed."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:8]}",
-                         protocol=mqtt.MQTTv5)
+                         protocol=mqtt.MQTTv5, reconnect_on_failure=False)
     session = Session(client)
 
     def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
@@ -198,14 +185,12 @@ def connect(broker: SecureBroker, user: str, ca: Path | None = None, pair: CertP
         gc.collect()
     if failure is not None:
         return session, failure
-    # The connection phase runs in this thread, so a refused client is never retried in the background.
+    client.loop_start()
     deadline = time.monotonic() + TIMEOUT
     while not (session.connack.is_set() or session.disconnected.is_set()) and time.monotonic() < deadline:
-        client.loop(timeout=0.05)
-    if session.connected:
-        session.start()
-    else:
-        close_socket(client)
+        time.sleep(0.01)
+    if not session.connected:
+        session.close()
     return session, None
 
 
