@@ -8,6 +8,7 @@ so that they never appear in logs or reprs.
 
 from __future__ import annotations
 
+import importlib
 import os
 from functools import cache
 from pathlib import Path
@@ -208,6 +209,10 @@ class AgentConfig(Strict):
     stats_interval_s: float = Field(default=30, gt=0, description="stats to the log and status topic")
     max_rss_mb: float | None = Field(default=None, gt=0, description="exit for a restart above this RSS")
     drain_timeout_s: float = Field(default=10, gt=0, description="deadline to finish queued work at stop")
+    stuck_after_s: float = Field(default=30, gt=0, description="a worker inside one call this long is hung: "
+                                 "watchdog pings stop and systemd restarts the agent")
+    plugins: list[str] = Field(default=[], description="Python modules to import first; they may register "
+                               "extra tasks with agent.tasks.register_task")
 
     def task_configs(self) -> dict[str, Any]:
         """The enabled tasks' validated configs by task name."""
@@ -236,10 +241,27 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ag
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     data.update(overrides or {})
-    return parse_config(data, source=str(path))
+    config = parse_config(data, source=str(path))
+    return resolve_paths(config, path.parent)
+
+
+def resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
+    """Relative model paths are relative to the config file; relative output files to the state dir."""
+    for _, task in config.tasks:
+        if task is not None and task.model is not None and not task.model.is_absolute():
+            task.model = (base / task.model).resolve()
+    for sink in config.sinks:
+        if isinstance(sink, JsonlSinkConfig) and not sink.path.is_absolute():
+            sink.path = config.state_dir / sink.path
+    return config
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> AgentConfig:
+    for module in data.get("plugins") or []:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ConfigError(f"{source}: plugins: cannot import {module!r}: {error}") from None
     try:
         return agent_model().model_validate(data)
     except ValidationError as error:

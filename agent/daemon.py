@@ -36,7 +36,6 @@ log = structlog.get_logger(__name__)
 EXIT_MEMORY = 75  # EX_TEMPFAIL: systemd restarts us, the outbox and learned state are on disk
 EXIT_RESTARTS = 70
 WORKER_RESTART_LIMIT = 5  # per minute, then the process exits and systemd takes over
-STUCK_AFTER_S = 30.0
 
 
 class Lifecycle:
@@ -49,11 +48,13 @@ class Lifecycle:
         self.components.append((name, stop))
 
     def stop_all(self, deadline_s: float) -> None:
+        """Stop everything within ``deadline_s`` overall (each component gets what is left, at least 1 s)."""
+        deadline = time.monotonic() + deadline_s
         while self.components:
             name, stop = self.components.pop()
             thread = threading.Thread(target=_quietly, args=(name, stop), name=f"stop-{name}", daemon=True)
             thread.start()
-            thread.join(deadline_s)
+            thread.join(max(1.0, deadline - time.monotonic()))
             if thread.is_alive():
                 log.error("component did not stop in time", component=name, deadline_s=deadline_s)
 
@@ -79,6 +80,7 @@ class Agent:
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.exit_code = 0
+        self.loop_beat = time.monotonic()
         self.restart_times: list[float] = []
         self.zmq_context: zmq.Context[Any] = zmq.Context()
         self.reporter = RejectionReporter(self.emit)
@@ -95,6 +97,10 @@ class Agent:
             self._add_worker(task)
         self.lifecycle.register("tasks", self._stop_workers)
         self._open_sources(config)
+        self.loop_beat = time.monotonic()
+        watchdog = systemd.Watchdog(self.making_progress)
+        if watchdog.start():
+            self.lifecycle.register("watchdog", watchdog.stop)
         systemd.ready()
         systemd.status(f"running {len(self.workers)} task(s)")
         log.info("agent started", device=config.device, version=__version__, tasks=sorted(self.workers),
@@ -175,17 +181,12 @@ class Agent:
         """Supervise until stopped (signal, duration, or finite sources done); returns the exit code."""
         started = time.monotonic()
         last_stats = started
-        watchdog_interval = systemd.watchdog_interval()
-        last_ping = 0.0
         while not self.stop_requested.wait(0.25):
-            now = time.monotonic()
+            now = self.loop_beat = time.monotonic()
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self.reload()
             self._supervise(now)
-            if watchdog_interval and now - last_ping >= watchdog_interval / 2 and self.making_progress(now):
-                systemd.watchdog()
-                last_ping = now
             if now - last_stats >= self.config.stats_interval_s:
                 last_stats = now
                 self.report_stats()
@@ -197,10 +198,12 @@ class Agent:
         self.stop()
         return self.exit_code
 
-    def making_progress(self, now: float) -> bool:
-        """True while every worker loops and none is stuck inside one call (gates watchdog pings)."""
-        return all(now - w.heartbeat < STUCK_AFTER_S and w.stuck_for(now) < STUCK_AFTER_S
-                   and w.thread.is_alive() for w in self.workers.values())
+    def making_progress(self) -> bool:
+        """True while the supervisor and every worker loop, none stuck inside one call (gates watchdog pings)."""
+        now, limit = time.monotonic(), self.config.stuck_after_s
+        return now - self.loop_beat < limit and all(
+            now - w.heartbeat < limit and w.stuck_for(now) < limit and w.thread.is_alive()
+            for w in self.workers.values())
 
     def _supervise(self, now: float) -> None:
         for worker in self.workers.values():

@@ -184,6 +184,11 @@ class Outbox:
             self._db.execute("COMMIT")
             self.counters.delivered += len(sizes)
 
+    def release(self, row_ids: list[int]) -> None:
+        """These rows were handed out but not sent: make them pending again now."""
+        with self._lock:
+            self._db.executemany("UPDATE outbox SET epoch = -1 WHERE id = ?", [(row_id,) for row_id in row_ids])
+
     def new_epoch(self) -> None:
         """A new connection: everything unacknowledged is pending again."""
         with self._lock:

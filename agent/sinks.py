@@ -165,11 +165,13 @@ class MqttSink(Sink):
             return
         room = self.config.max_inflight - len(self._inflight)
         for entry in self.outbox.take(room) if room > 0 else []:
+            # never hold our lock while calling into paho: its network thread takes paho's lock and then ours
+            info = self.client.publish(entry.topic, entry.payload, qos=1)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                log.warning("mqtt publish refused; will retry", rc=info.rc)
+                self.outbox.release([entry.row_id])
+                continue
             with self._lock:
-                info = self.client.publish(entry.topic, entry.payload, qos=1)
-                if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
-                    log.warning("mqtt publish refused; will retry", rc=info.rc)
-                    continue
                 if info.mid in self._early_acks:
                     self._early_acks.discard(info.mid)
                     self._acked.append(entry.row_id)

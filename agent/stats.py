@@ -88,4 +88,4 @@ def _percentiles(latencies: collections.deque[float]) -> dict[str, float]:
     if not latencies:
         return {}
     p50, p99 = np.percentile(np.fromiter(latencies, float), [50, 99])
-    return {"latency_p50_ms": round(p50 * 1e3, 3), "latency_p99_ms": round(p99 * 1e3, 3)}
+    return {"latency_p50_ms": round(float(p50) * 1e3, 3), "latency_p99_ms": round(float(p99) * 1e3, 3)}

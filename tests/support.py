@@ -99,7 +99,7 @@ def agent_config(state_dir: Path, model: Path, sources: list[dict[str, Any]], si
                  **extra: Any) -> dict[str, Any]:
     """A config dict with the probe task on 1 s windows."""
     return {"device": "test-device", "state_dir": str(state_dir), "sources": sources, "sinks": sinks,
-            "log": {"level": "warning", "format": "json"}, "stats_interval_s": 1,
+            "log": {"level": "info", "format": "json"}, "stats_interval_s": 1,
             "tasks": {"probe": {"model": str(model), "window_s": 1.0, "hop_s": 1.0,
                                 **extra.pop("probe", {})}},
             **extra}

@@ -1,0 +1,128 @@
+"""Visual quality control: one accept/reject decision per camera frame of a part, with the defect's location.
+
+The frame is cut into overlapping tiles; the tile CNN (ONNX) gives each tile a grid of defect
+probabilities.  The part's score is the maximum over all tiles, the stitched grids form a heat
+map whose peak and surrounding hot region locate the defect.  A reject carries a JPEG crop of
+that region as the event attachment.  numpy + Pillow only: no torch at run time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+from pydantic import Field
+
+from agent.events import EventDraft, ModelRef
+from agent.tasks.base import RejectedInput, Task, TaskConfig, TaskContext
+from agent.tasks.frames import decode_frame, encode_jpeg
+from agent.windowing import Window
+from models.quality.tiling import Inference, TileGeometry, infer
+from models.runtime import Model
+from sensors.wire import Kind, SensorMessage
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "quality" / "manifest.yaml"
+
+
+class QualityConfig(TaskConfig):
+    """Settings of the quality task."""
+
+    reject_threshold: float | None = Field(
+        default=None, gt=0, lt=1, description="reject when the part score exceeds this; overrides the manifest")
+    false_reject_target: float | None = Field(
+        default=None, gt=0, lt=1,
+        description="pick the manifest's validated threshold for this false-reject rate (e.g. 0.005)")
+    crop_size: int = Field(default=128, ge=32, le=1024, description="side of the JPEG defect crop, pixels")
+    crop_quality: int = Field(default=85, ge=30, le=95, description="JPEG quality of the defect crop")
+    tile_batch: int = Field(default=128, ge=1, le=4096, description="tiles per model run")
+    box_level: float = Field(default=0.5, gt=0, le=1,
+                             description="defect box = hot cells connected to the peak above this share of it")
+
+
+class QualityTask(Task):
+    """Camera frames of parts -> ``part_inspected`` events (info on accept, alarm on reject)."""
+
+    name = "quality"
+    kinds = frozenset({Kind.FRAME})
+    config_type = QualityConfig
+
+    def __init__(self, config: TaskConfig, context: TaskContext) -> None:
+        super().__init__(config, context)
+        if not isinstance(config, QualityConfig):
+            raise TypeError(f"quality needs a QualityConfig, got {type(config).__name__}")
+        self.settings = config
+        self.model: Model = context.load_model(config.model or DEFAULT_MODEL)
+        manifest = self.model.manifest
+        pre = manifest.preprocessing
+        norm = pre.get("normalisation", {})
+        self.geometry = TileGeometry(tile=int(pre["tile"]), stride=int(pre["stride"]), cell=int(pre["cell"]),
+                                     mean=float(norm.get("mean", 0.5)), std=float(norm.get("std", 0.25)))
+        self.threshold = self._threshold(manifest.thresholds, manifest.postprocessing)
+        self.ref = ModelRef(manifest.name, manifest.version)
+        self.input_name = manifest.inputs[0].name
+
+    def _threshold(self, thresholds: dict[str, float], post: dict[str, Any]) -> float:
+        if self.settings.reject_threshold is not None:
+            return self.settings.reject_threshold
+        target = self.settings.false_reject_target
+        if target is None:
+            return float(thresholds["reject"])
+        table = {float(k): float(v) for k, v in post.get("false_reject_thresholds", {}).items()}
+        allowed = [rate for rate in table if rate <= target]
+        if not allowed:
+            raise ValueError(f"quality: the model has no validated threshold for a false-reject rate <= {target} "
+                             f"(it has {sorted(table)})")
+        return table[max(allowed)]
+
+    def run_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tile_prob, cell_prob = self.model.run({self.input_name: tiles})
+        return tile_prob, cell_prob
+
+    def inspect(self, image: np.ndarray) -> Inference:
+        """Tiled inference on a grayscale frame."""
+        return infer(self.run_tiles, image, self.geometry, self.settings.tile_batch)
+
+    def process(self, item: SensorMessage | Window) -> list[EventDraft]:
+        if not isinstance(item, SensorMessage):
+            raise RejectedInput(f"quality takes camera frames, got a {item.kind.name.lower()} window")
+        image = decode_frame(item, mode="L")
+        found = self.inspect(image)
+        reject = found.score > self.threshold
+        peak, box = self.geometry.peak_and_box(found.heat, self.settings.box_level * found.score)
+        box = clip_box(box, image.shape)
+        body = {
+            "part_id": str(item.meta.get("part_id", f"{item.sensor_id}-{item.seq}")),
+            "decision": "reject" if reject else "accept",
+            "threshold": self.threshold,
+            "location": {"box": list(box), "peak": list(peak), "peak_score": found.score},
+            "tiles": len(found.tile_scores),
+            "frame": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+        }
+        attachment = self.crop(image, box) if reject else None
+        return [EventDraft(type="part_inspected", sensor=item.sensor_id, source_time_ns=item.timestamp_ns,
+                           severity="alarm" if reject else "info", score=found.score, model=self.ref,
+                           body=body, attachment=attachment)]
+
+    def crop(self, image: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
+        """JPEG of the defect area (at least ``crop_size`` square) with the box drawn in red."""
+        x0, y0, x1, y1 = box
+        side = max(self.settings.crop_size, x1 - x0 + 16, y1 - y0 + 16)
+        height, width = image.shape[:2]
+        left = int(np.clip((x0 + x1 - side) // 2, 0, max(width - side, 0)))
+        top = int(np.clip((y0 + y1 - side) // 2, 0, max(height - side, 0)))
+        patch = Image.fromarray(image[top : top + side, left : left + side]).convert("RGB")
+        ImageDraw.Draw(patch).rectangle((x0 - left, y0 - top, x1 - left - 1, y1 - top - 1), outline=(255, 0, 0))
+        return encode_jpeg(np.asarray(patch), self.settings.crop_quality)
+
+    def models(self) -> list[ModelRef]:
+        return [self.ref]
+
+    def close(self) -> None:
+        self.model.close()
+
+
+def clip_box(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    return max(x0, 0), max(y0, 0), min(x1, int(shape[1])), min(y1, int(shape[0]))
