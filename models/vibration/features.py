@@ -30,6 +30,8 @@ from models.vibration.bearing import FAULT_FREQUENCIES, BearingGeometry
 N_BANDS = 6
 #: a line at half the strongest one's frequency with this share of its power is the shaft, not 2x
 SUBHARMONIC_RATIO = 0.02
+#: windows with more repeated successive samples than this are sensor dropouts, not machine data
+MAX_FLAT_FRACTION = 0.05
 #: how far (in standard deviations) a lone sample must stand out to count as an electrical spike
 SPIKE_SIGMAS = 8.0
 TIME_FEATURES = ("rms", "peak", "peak_to_peak", "crest_factor", "kurtosis", "skewness", "mean_abs_change")
@@ -93,6 +95,40 @@ class FeatureSettings:
     envelope_band: tuple[float, float] = (1 / 16, 0.45)
     #: relative search tolerance around each expected frequency (slip, speed estimate error)
     tolerance: float = 0.02
+
+
+class UnusableWindow(ValueError):
+    """A window that carries no machine information (flat-lined dropout, too short)."""
+
+
+def window_features(samples: np.ndarray, sample_rate: float, settings: FeatureSettings | None = None,
+                    max_flat: float = MAX_FLAT_FRACTION) -> tuple[np.ndarray, float, int]:
+    """The monitor's input for one (samples, channels) window: checked, despiked, flattened.
+
+    Returns (feature vector channel-major as :func:`feature_names`, shaft Hz used, spikes removed);
+    raises :class:`UnusableWindow` for a dropout.
+    """
+    flat = float(flat_fraction(samples))
+    if flat > max_flat:
+        raise UnusableWindow(f"flat-lined: {flat:.0%} of successive samples repeat (sensor dropout)")
+    cleaned, spikes = remove_spikes(samples)
+    values, shaft = extract(cleaned, sample_rate, settings)
+    return values.ravel(), shaft, spikes
+
+
+def prepare_windows(windows: np.ndarray, sample_rate: float, settings: FeatureSettings | None = None,
+                    max_flat: float = MAX_FLAT_FRACTION) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`window_features` for a batch (windows, samples, channels), offline.
+
+    Returns (features of the usable windows (u, channels x features), their shaft Hz (u,), the
+    usable mask (windows,)); unusable windows are left out, as the agent rejects them.
+    """
+    usable = flat_fraction(windows) <= max_flat
+    if not usable.any():
+        return np.zeros((0, windows.shape[2] * len(FEATURE_NAMES))), np.zeros(0), usable
+    cleaned, _ = remove_spikes(windows[usable])
+    values, shaft = extract_windows(cleaned, sample_rate, settings)
+    return values.reshape(len(values), -1), shaft, usable
 
 
 def extract(samples: np.ndarray, sample_rate: float, settings: FeatureSettings | None = None

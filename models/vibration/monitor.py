@@ -28,8 +28,6 @@ from models.vibration.jsonio import write_json_atomic
 from models.vibration.scorers import Scorer
 
 STATE_VERSION = 1
-#: folder under the task's state dir that holds one JSON file per sensor
-STATE_SUBDIR = "vibration"
 Transition = Literal["baseline_learning", "baseline_ready", "raised", "updated", "cleared"]
 #: the envelope features whose z-scores name a likely fault type
 FAULT_EVIDENCE = ("env_bpfo", "env_bpfi", "env_bsf")
@@ -368,8 +366,9 @@ class StateStore:
 def reset_baseline(state_dir: Path, sensor_pattern: str) -> list[str]:
     """Forget the learnt normal state of the matching sensors (``edge-agent reset-baseline SENSOR``).
 
-    ``state_dir`` is the vibration task's state dir (its ``TaskContext.state_dir``).  A running agent
-    notices the missing file within a few seconds and starts learning again; a stopped one does at
-    its next start.  Returns the sensor ids whose state was removed.
+    ``state_dir`` is the vibration task's state dir (its ``TaskContext.state_dir``, i.e. the agent's
+    ``state_dir / "vibration"``).  A running agent notices the missing file within seconds and starts
+    learning again (it never writes a reset machine's old state back); a stopped one does at its next
+    start.  Returns the sensor ids whose state was removed.
     """
-    return StateStore(Path(state_dir) / STATE_SUBDIR).reset(sensor_pattern)
+    return StateStore(Path(state_dir)).reset(sensor_pattern)
