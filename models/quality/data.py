@@ -182,7 +182,8 @@ class PartGenerator:
         transmission, highlight, inside = render.draw_tube(tube, ys, xs)
         frame = render.backlight(rng, ys, xs) * transmission + highlight
         mask = np.zeros((HEIGHT, WIDTH), dtype=bool)
-        defects = [self._draw(rng, tube, spec, kink, (y, x), frame, inside, mask) for spec, kink, y, x in placed]
+        defects = [self._draw(rng, tube, spec, kink, (y, x), (frame, inside, mask))
+                   for spec, kink, y, x in placed]
         found = [defect for defect in defects if defect is not None]
         render.dust(rng, frame, inside)
         image = render.finish(rng, frame)
@@ -193,8 +194,9 @@ class PartGenerator:
 
     @staticmethod
     def _draw(rng: np.random.Generator, tube: Tube, spec: DefectSpec, kink: Kink | None,
-              at: tuple[float, float], frame: np.ndarray, inside: np.ndarray, mask: np.ndarray) -> Defect | None:
-        """Draw one defect into ``frame``, add its pixels to ``mask`` and describe it."""
+              at: tuple[float, float], canvas: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Defect | None:
+        """Draw one defect into the frame of ``canvas`` (frame, inside, mask), add its pixels to the mask."""
+        frame, inside, mask = canvas
         own = np.zeros_like(mask)
         if kink is not None:  # already drawn with the tube; only its mask is missing
             y, x = tube.point(kink.along, 0.0)
@@ -225,7 +227,8 @@ class PartGenerator:
 
     def indices(self, split: str, count: int, start: int = 0) -> tuple[list[int], list[int]]:
         """Indices of labelled-defective and labelled-good parts among ``count`` parts of a split."""
-        bad, good = [], []
+        bad: list[int] = []
+        good: list[int] = []
         for index in range(start, start + count):
             (bad if self.labels(split, index)[1] else good).append(index)
         return bad, good

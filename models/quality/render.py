@@ -72,7 +72,8 @@ class Tube:
         radius = np.full_like(along, self.radius)
         if not nominal:
             for kink in self.kinks:
-                radius = radius * (1 - kink.narrowing * np.exp(-0.5 * ((along - kink.along) / kink.width) ** 2))
+                bump = np.exp(-0.5 * ((along - kink.along) / kink.width) ** 2)
+                radius = radius * (1 - kink.narrowing * bump)
         return radius
 
     def relative(self, ys: np.ndarray, xs: np.ndarray, nominal: bool = False) -> tuple[np.ndarray, ...]:
@@ -87,7 +88,7 @@ def coverage(t: np.ndarray, radius: np.ndarray) -> np.ndarray:
     return np.clip((1 - np.abs(t)) * radius + 0.5, 0.0, 1.0)
 
 
-def draw_tube(tube: Tube, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def draw_tube(tube: Tube, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Transmission (multiplies the backlight) and additive highlight of the tube, plus coverage."""
     along, t, radius = tube.relative(ys, xs)
     inside = coverage(t, radius)
@@ -106,7 +107,7 @@ def draw_tube(tube: Tube, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, n
 def kink_mask(tube: Tube, kink: Kink, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Pixels that a kink changes: the silhouette difference and the crease line."""
     along, t, radius = tube.relative(ys, xs)
-    _, t0, r0 = tube.relative(ys, xs, nominal=True)
+    _, t0, _ = tube.relative(ys, xs, nominal=True)
     changed = (np.abs(t) <= 1) != (np.abs(t0) <= 1)
     near = np.abs(along - kink.along) < 2.5 * kink.width
     crease = (np.abs(along - kink.along - kink.slope * t * radius) < 1.6) & (np.abs(t) <= 1)
@@ -186,14 +187,15 @@ def curve_points(rng: np.random.Generator, length: float, zigzag: bool) -> np.nd
 
 def scratch(rng: np.random.Generator, cy: float, cx: float, length: float, zigzag: bool) -> Patch:
     """A thin dark or bright scratch line."""
-    points = curve_points(rng, length, zigzag) + [cy, cx]
+    points = curve_points(rng, length, zigzag) + np.array([cy, cx])
     width = rng.uniform(0.7, 1.6)
     contrast = rng.uniform(0.1, 0.3) * (-1 if rng.random() < 0.7 else 0.8)
-    half = np.abs(points - [cy, cx]).max() + 4
+    half = np.abs(points - np.array([cy, cx])).max() + 4
     y0, x0, ys, xs = patch_grid(cy, cx, half)
     dist2 = ((ys[..., None] - points[:, 0]) ** 2 + (xs[..., None] - points[:, 1]) ** 2).min(axis=-1)
     fade = rng.uniform(0.6, 1.0)
-    return Patch(y0, x0, contrast * fade * np.exp(-dist2 / (2 * width**2)), dist2 <= max(width, 0.9) ** 2 + 0.5)
+    add = contrast * fade * np.exp(-dist2 / (2 * width**2))
+    return Patch(y0, x0, add, dist2 <= max(width, 0.9) ** 2 + 0.5)
 
 
 def bubble(rng: np.random.Generator, cy: float, cx: float, radius: float, aspect: float) -> Patch:
