@@ -15,6 +15,7 @@ class Subscriber:
 
     def __init__(self, port: int, topic: str) -> None:
         self.received: list[tuple[str, bytes]] = []
+        self.qos: list[int] = []  # the QoS each message was delivered with
         self._changed = threading.Condition()
         self._subscribed = False
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -36,6 +37,7 @@ class Subscriber:
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         with self._changed:
             self.received.append((message.topic, bytes(message.payload)))
+            self.qos.append(message.qos)
             self._changed.notify_all()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, bytes]]:
