@@ -11,8 +11,9 @@ How the daemon uses it:
 - ``ready()`` once models are loaded and sources and the outbox are open;
 - ``reloading()`` on SIGHUP, then ``ready()`` again when the reload is done;
 - ``stopping()`` at the start of the shutdown path;
-- a :class:`Watchdog` whose progress predicate is :meth:`Heartbeats.fresh`, so that a hung
-  worker stops the pings and systemd restarts the service after ``WatchdogSec``.
+- a :class:`Watchdog` whose progress predicate is True only while every worker has reported a
+  heartbeat recently, so that a hung worker stops the pings and systemd restarts the service
+  after ``WatchdogSec``.
 """
 
 from __future__ import annotations
@@ -102,48 +103,6 @@ def watchdog_interval() -> float | None:
     except ValueError:
         return None
     return interval / 1e6 if interval > 0 else None
-
-
-class Heartbeats:
-    """Per-worker 'last seen alive' times: a worker beats in its loop; :meth:`fresh` is a progress predicate.
-
-    A worker that waits on an empty queue must still beat on each wait timeout, so that
-    idle is not mistaken for hung.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
-
-    def register(self, name: str) -> None:
-        """Start watching a worker; it counts as alive now."""
-        self.beat(name)
-
-    def unregister(self, name: str) -> None:
-        """Stop watching a worker (it stopped on purpose)."""
-        with self._lock:
-            self._last.pop(name, None)
-
-    def beat(self, name: str) -> None:
-        """Record that a worker made progress (or finished an idle wait) just now."""
-        now = self._clock()
-        with self._lock:
-            self._last[name] = now
-
-    def stale(self, max_age: float) -> list[str]:
-        """Workers not heard from for longer than ``max_age`` seconds, sorted."""
-        now = self._clock()
-        with self._lock:
-            return sorted(name for name, last in self._last.items() if now - last > max_age)
-
-    def fresh(self, max_age: float) -> bool:
-        """True if every registered worker beat within ``max_age`` seconds."""
-        return not self.stale(max_age)
-
-    def names(self) -> list[str]:
-        with self._lock:
-            return sorted(self._last)
 
 
 class Watchdog:
