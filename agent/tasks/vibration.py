@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.events import EventDraft, ModelRef
@@ -23,7 +24,14 @@ from agent.tasks.base import RejectedInput, Task, TaskConfig, TaskContext
 from agent.windowing import Window
 from models.runtime import Model
 from models.vibration.bearing import BearingGeometry
-from models.vibration.features import FeatureSettings, feature_names, window_features
+from models.vibration.features import (
+    FEATURE_NAMES,
+    SELECTED_FEATURES,
+    FeatureSettings,
+    column_index,
+    feature_names,
+    window_features,
+)
 from models.vibration.monitor import Decision, MachineMonitor, MonitorSettings, StateStore
 from models.vibration.scorers import SCORERS, Scorer, make_scorer, scorer_class
 from sensors.wire import Kind, SensorMessage
@@ -55,6 +63,10 @@ class MachineConfig(BaseModel):
 class VibrationConfig(TaskConfig):
     """Settings of the vibration task."""
 
+    features: list[str] = Field(
+        default_factory=lambda: list(SELECTED_FEATURES),
+        description="features to monitor per channel (default: those tsfresh selected); a model's manifest "
+                    "(preprocessing.feature_names) overrides this")
     scorer: str = Field(default="mahalanobis",
                         description=f"anomaly scorer: one of {', '.join(SCORERS)}; lstm_ae needs `model`")
     baseline_windows: int = Field(default=120, ge=10, le=100_000,
@@ -85,6 +97,14 @@ class VibrationConfig(TaskConfig):
                                                 description="where to look for the shaft speed when estimating")
     machines: dict[str, MachineConfig] = Field(
         default_factory=dict, description="per-machine settings by sensor id pattern (fnmatch); first match wins")
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(FEATURE_NAMES))
+        if unknown or not value:
+            raise ValueError(f"unknown features {unknown}; known: {', '.join(FEATURE_NAMES)}")
+        return value
 
     @field_validator("scorer")
     @classmethod
@@ -118,6 +138,8 @@ class _Machine:
 
     monitor: MachineMonitor
     settings: FeatureSettings
+    #: where the monitored features sit in the full feature vector
+    columns: np.ndarray
     saved: bool = False
     last: Decision | None = None
     last_time_ns: int = 0
@@ -172,10 +194,21 @@ class VibrationTask(Task):
         return {"scorer": self.model_ref.name, "model_version": self.model_ref.version,
                 "sample_rate": window.sample_rate, "window_samples": len(window.samples)}
 
+    def _names(self, channels: int) -> list[str]:
+        """The monitored features' flat names: the model's inputs if it names them, else the configured ones."""
+        if self.model is not None and "feature_names" in self.model.manifest.preprocessing:
+            names = [str(name) for name in self.model.manifest.preprocessing["feature_names"]]
+            try:
+                column_index(channels, names)
+            except ValueError as error:
+                raise RejectedInput(f"the model's features do not fit this stream: {error}") from None
+            return names
+        return feature_names(channels, self.settings.features)
+
     def _machine(self, window: Window) -> _Machine:
         """The machine's monitor, resumed from its saved state or new; relearns if the stream changed."""
         sensor = window.sensor_id
-        names = feature_names(window.samples.shape[1])
+        names = self._names(window.samples.shape[1])
         fingerprint = self._fingerprint(window)
         machine = self.machines.get(sensor)
         if machine is not None and machine.monitor.fingerprint == fingerprint and machine.monitor.names == names:
@@ -192,7 +225,8 @@ class VibrationTask(Task):
                     note = ""
                 except ValueError as error:
                     note = f"saved state not usable: {error}"
-        self.machines[sensor] = machine = _Machine(monitor, self._feature_settings(sensor), saved=not note)
+        self.machines[sensor] = machine = _Machine(monitor, self._feature_settings(sensor),
+                                                   column_index(window.samples.shape[1], names), saved=not note)
         if note:
             self.context.log.info("learning normal state", sensor=sensor, reason=note)
             machine.notes.append(note)
@@ -213,7 +247,7 @@ class VibrationTask(Task):
             raise RejectedInput(f"{item.sensor_id}: {error}") from None
         machine.spikes += spikes
         machine.shaft_hz = shaft
-        decision = machine.monitor.update(vector, item.start_ns)
+        decision = machine.monitor.update(vector[machine.columns], item.start_ns)
         machine.last, machine.last_time_ns = decision, item.start_ns
         draft = self._draft(item.sensor_id, machine, decision)
         if decision.transition in ("baseline_ready", "raised", "cleared"):

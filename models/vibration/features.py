@@ -40,6 +40,10 @@ SHAFT_FEATURES = ("shaft_1x", "shaft_2x")
 ENVELOPE_FEATURES = tuple(f"env_{name}" for name in FAULT_FREQUENCIES)
 #: features computed for each channel, in this order
 FEATURE_NAMES: list[str] = [*TIME_FEATURES, *BAND_FEATURES, *SHAFT_FEATURES, *ENVELOPE_FEATURES]
+#: what the agent monitors by default: the features tsfresh's relevance tests select on the simulated
+#: fleet (``python -m models.vibration.select_features``, report in models/vibration/reports/);
+#: skewness and the cage frequency's envelope line did not pass for these faults
+SELECTED_FEATURES: list[str] = [name for name in FEATURE_NAMES if name not in ("skewness", "env_ftf")]
 #: features that are positive by construction and spread over decades: normalised on a log scale
 LOG_FEATURES = frozenset(FEATURE_NAMES) - {"kurtosis", "skewness"}
 
@@ -78,9 +82,22 @@ def band_edges(sample_rate: float) -> np.ndarray:
     return np.array([0.0, *(nyquist / 2.0 ** np.arange(N_BANDS - 1, 0, -1)), nyquist])
 
 
-def feature_names(channels: int) -> list[str]:
-    """Flat names of a multi-channel feature vector, e.g. ``ch0.rms``; channel-major."""
-    return [f"ch{c}.{name}" for c in range(channels) for name in FEATURE_NAMES]
+def feature_names(channels: int, subset: list[str] | None = None) -> list[str]:
+    """Flat names of a multi-channel feature vector, e.g. ``ch0.rms``; channel-major.
+
+    ``subset`` (base names, default all of FEATURE_NAMES) keeps only those, in FEATURE_NAMES order.
+    """
+    chosen = FEATURE_NAMES if subset is None else [name for name in FEATURE_NAMES if name in subset]
+    return [f"ch{c}.{name}" for c in range(channels) for name in chosen]
+
+
+def column_index(channels: int, names: list[str]) -> np.ndarray:
+    """Where each flat name sits in the full vector of :func:`window_features`; ValueError if absent."""
+    position = {name: i for i, name in enumerate(feature_names(channels))}
+    missing = [name for name in names if name not in position]
+    if missing:
+        raise ValueError(f"features {missing[:3]} do not exist for {channels} channel(s)")
+    return np.array([position[name] for name in names], dtype=int)
 
 
 @dataclass(frozen=True)

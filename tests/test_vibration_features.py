@@ -1,0 +1,146 @@
+"""Tests of the numpy vibration features: equality with tsfresh, physics (envelope, shaft), input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from models.vibration.features import (
+    FEATURE_NAMES,
+    N_BANDS,
+    FeatureSettings,
+    UnusableWindow,
+    extract,
+    extract_windows,
+    flat_fraction,
+    prepare_windows,
+    remove_spikes,
+    window_features,
+)
+from sensors.simulate.vibration import FaultKind, MachineSpec, RunSpec, VibrationSimulator, run_to_failure
+
+FS = 12_000.0
+MACHINE = MachineSpec(shaft_hz=29.0, resonance_hz=3200.0, dropouts_per_hour=0.0, spikes_per_s=0.0)
+INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+def simulated_windows(kind: FaultKind | None, count: int = 8, window_s: float = 0.5, seed: int = 0) -> np.ndarray:
+    """``count`` windows of MACHINE; with a fault, all of them well after onset."""
+    duration = count * window_s
+    run = (RunSpec(duration_s=duration, sample_rate=FS) if kind is None
+           else run_to_failure(kind, 0.0, duration * 2, sample_rate=FS))
+    simulator = VibrationSimulator(MACHINE, run, seed=seed)
+    blocks = [block.samples for block in simulator.blocks(window_s)]
+    return np.stack(blocks[-count:])
+
+
+@pytest.fixture(scope="module")
+def windows() -> np.ndarray:
+    """Short windows of healthy and faulty signals, one channel, plus a skewed one."""
+    rng = np.random.default_rng(0)
+    data = np.concatenate([simulated_windows(None, 3, window_s=0.05),
+                           simulated_windows("inner_race", 3, window_s=0.05)])[:, :, 0]
+    skewed = rng.exponential(1.0, size=(1, data.shape[1]))
+    return np.concatenate([data, skewed]).astype(np.float32)
+
+
+class TestAgainstTsfresh:
+    def test_every_shared_feature_equals_tsfresh(self, windows: np.ndarray) -> None:
+        """RMS, peak, peak-to-peak, crest, kurtosis, skewness, mean |change| and band powers match tsfresh to 1e-6."""
+        pytest.importorskip("tsfresh", reason="tsfresh is in the `train` extra")
+        from models.vibration.select_features import SHARED_FEATURES, tsfresh_equivalents
+
+        reference = tsfresh_equivalents(windows, FS)
+        ours, _ = extract_windows(windows[:, :, None], FS)
+        assert set(reference) == set(SHARED_FEATURES)
+        for name, expected in reference.items():
+            np.testing.assert_allclose(ours[:, 0, INDEX[name]], expected, rtol=1e-6, atol=0, err_msg=name)
+
+    def test_kurtosis_and_skewness_are_the_bias_corrected_ones(self, windows: np.ndarray) -> None:
+        """Kurtosis and skewness are pandas' G2 and G1, which differ from the biased moments on short windows."""
+        pd = pytest.importorskip("pandas", reason="pandas comes with the `train` extra")
+        short = windows[:, :20].astype(np.float64)
+        ours, _ = extract_windows(np.repeat(short[:, :, None], 1, axis=2), FS,
+                                  FeatureSettings(shaft_hz=1000.0))
+        for row, series in enumerate(short):
+            assert ours[row, 0, INDEX["kurtosis"]] == pytest.approx(pd.Series(series).kurt(), rel=1e-9)
+            assert ours[row, 0, INDEX["skewness"]] == pytest.approx(pd.Series(series).skew(), rel=1e-9)
+
+
+class TestProperties:
+    @settings(max_examples=40, deadline=None)
+    @given(arrays(np.float64, st.tuples(st.integers(64, 400), st.integers(1, 3)),
+                  elements=st.floats(-10, 10, allow_nan=False)))
+    def test_bands_sum_to_mean_square(self, window: np.ndarray) -> None:
+        """The band powers split the window's mean square exactly (Parseval), for any signal and channels."""
+        values, _ = extract(window, FS, FeatureSettings(shaft_hz=500.0))
+        bands = values[:, INDEX["band0"]:INDEX["band0"] + N_BANDS].sum(axis=1)
+        np.testing.assert_allclose(bands, np.mean(window**2, axis=0), rtol=1e-9, atol=1e-12)
+
+    def test_channels_are_independent(self) -> None:
+        """A multi-channel window gives each channel the features it would have alone (vectorised, not mixed)."""
+        window = simulated_windows("outer_race", 1)[0]
+        stereo = np.concatenate([window, 0.5 * window[::-1]], axis=1)
+        settings_ = FeatureSettings(geometry=MACHINE.geometry, shaft_hz=29.0)
+        both, _ = extract(stereo, FS, settings_)
+        alone, _ = extract(stereo[:, 1:], FS, settings_)
+        np.testing.assert_allclose(both[1], alone[0], rtol=1e-9)
+
+
+class TestPhysics:
+    @pytest.mark.parametrize(("kind", "expected"), [("outer_race", "env_bpfo"), ("inner_race", "env_bpfi"),
+                                                    ("rolling_element", "env_bsf")])
+    def test_envelope_spectrum_points_at_the_fault(self, kind: FaultKind, expected: str) -> None:
+        """On a bearing fault the envelope spectrum's most prominent fault frequency is that fault's."""
+        values, _ = extract_windows(simulated_windows(kind), FS, FeatureSettings(geometry=MACHINE.geometry))
+        envelope = [name for name in FEATURE_NAMES if name in ("env_bpfo", "env_bpfi", "env_bsf")]
+        prominence = np.median(values[:, 0, [INDEX[name] for name in envelope]], axis=0)
+        assert envelope[int(np.argmax(prominence))] == expected
+        assert prominence.max() > 5
+
+    def test_healthy_envelope_is_flat(self) -> None:
+        """On a healthy machine no fault frequency stands out of the envelope spectrum."""
+        values, _ = extract_windows(simulated_windows(None), FS, FeatureSettings(geometry=MACHINE.geometry))
+        assert values[:, 0, INDEX["env_bpfo"]:].max() < 5
+
+    def test_shaft_speed_estimated_even_when_2x_dominates(self) -> None:
+        """The shaft speed estimate is the fundamental, not a stronger second harmonic (misalignment)."""
+        t = np.arange(int(FS)) / FS
+        x = 0.02 * np.sin(2 * np.pi * 24.6 * t) + 0.1 * np.sin(2 * np.pi * 49.2 * t)
+        x += 0.005 * np.random.default_rng(1).standard_normal(len(t))
+        values, shaft = extract(x[:, None], FS)
+        assert shaft == pytest.approx(24.6, rel=0.01)
+        assert values[0, INDEX["shaft_2x"]] == pytest.approx(0.1, rel=0.05)
+        assert values[0, INDEX["shaft_1x"]] == pytest.approx(0.02, rel=0.1)
+
+
+class TestInputChecks:
+    def test_lone_spike_is_removed_and_impacts_are_kept(self) -> None:
+        """A one-sample electrical spike is replaced; ringing fault impacts of similar height survive."""
+        faulty = simulated_windows("outer_race", 1)[0]
+        spiked = faulty.copy()
+        spiked[1000, 0] += 40 * float(faulty.std())
+        cleaned, count = remove_spikes(spiked)
+        assert count == 1
+        np.testing.assert_array_equal(cleaned[:1000], faulty[:1000])
+        assert abs(cleaned[1000, 0]) < 10 * faulty.std()
+        _, untouched = remove_spikes(faulty)
+        assert untouched == 0
+
+    def test_dropout_window_is_unusable(self) -> None:
+        """A window that is mostly flat-lined raises UnusableWindow; prepare_windows leaves it out."""
+        windows = simulated_windows(None, 3)
+        windows[1, 200:] = 0.0
+        assert flat_fraction(windows[1]) > 0.9
+        with pytest.raises(UnusableWindow, match="flat"):
+            window_features(windows[1], FS)
+        features, _, usable = prepare_windows(windows, FS)
+        assert usable.tolist() == [True, False, True] and features.shape == (2, len(FEATURE_NAMES))
+
+    def test_too_short_window_is_refused(self) -> None:
+        """A window too short to resolve the shaft speed range is a clear ValueError."""
+        with pytest.raises(ValueError, match="shaft"):
+            extract(np.random.default_rng(0).standard_normal((64, 1)), FS)
