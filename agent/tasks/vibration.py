@@ -82,7 +82,7 @@ class VibrationConfig(TaskConfig):
     clear_ratio: float = Field(default=0.7, ge=0, le=1,
                                description="clear below median + clear_ratio x (threshold - median) ...")
     clear_windows: int = Field(default=10, ge=1, le=100_000, description="... for this many windows in a row")
-    score_cap: float = Field(default=4.0, ge=1, le=1000,
+    score_cap: float = Field(default=3.0, ge=1, le=1000,
                              description="cap on one window's score, in threshold distances from normal")
     update_interval_s: float = Field(default=60.0, ge=0, le=86_400,
                                      description="least time between anomaly_updated events of a machine")

@@ -52,8 +52,9 @@ class MonitorSettings:
     clear_windows: int = 10
     update_interval_s: float = 60.0
     #: raw scores are capped at median + score_cap x (threshold - median) before smoothing, so one
-    #: wild window cannot hold the smoothed score up for long and k-of-n keeps its meaning
-    score_cap: float = 4.0
+    #: wild window cannot hold the smoothed score up for long and k-of-n keeps its meaning; with
+    #: ewma_alpha x score_cap < 1 one window alone cannot even reach the threshold
+    score_cap: float = 3.0
     #: floor under each feature's baseline spread (normalised units), so a near-constant feature
     #: does not turn tiny drifts into huge z-scores
     scale_floor: float = 0.1
