@@ -216,11 +216,16 @@ def _encode_meta(meta: dict[str, Any]) -> bytes:
 
 
 def _enum(enum_type: type[enum.IntEnum], code: int, name: str) -> Any:
-    try:
-        return enum_type(code)
-    except ValueError:
+    member = _MEMBERS[enum_type].get(code)  # a dict lookup: decode is on every message's path
+    if member is None:
         allowed = ", ".join(f"{m.value}={m.name.lower()}" for m in enum_type)
-        raise WireError(f"unknown {name} code {code} (allowed: {allowed})") from None
+        raise WireError(f"unknown {name} code {code} (allowed: {allowed})")
+    return member
+
+
+_MEMBERS: dict[type[enum.IntEnum], dict[int, enum.IntEnum]] = {
+    enum_type: {member.value: member for member in enum_type} for enum_type in (Kind, Encoding, DType)
+}
 
 
 def _dtype_code(dtype: np.dtype[Any]) -> DType:
@@ -323,9 +328,17 @@ def _payload(kind: Kind, encoding: Encoding, dtype: DType, shape: tuple[int, ...
             f"{math.prod(shape) * np_dtype.itemsize}"
         )
     array = np.frombuffer(payload, dtype=np_dtype).reshape(shape)
-    if np_dtype.kind == "f" and not np.isfinite(array).all():
+    if np_dtype.kind == "f" and not _all_finite(array):
         raise WireError("samples contain NaN or Inf")
     return array
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    # a float64 sum is finite iff every sample is, unless float64 samples near the limit overflow it;
+    # only then is the slower element-wise check needed
+    with np.errstate(all="ignore"):
+        total = array.sum(dtype=np.float64)
+    return math.isfinite(total) or bool(np.isfinite(array).all())
 
 
 def _check_shape(kind: Kind, shape: tuple[int, ...]) -> None:

@@ -9,7 +9,10 @@ if TYPE_CHECKING:
     from agent.tasks.base import Task
 
 # name -> "module:Class"; a task's module is only imported when the registry is read
-TASKS: dict[str, str] = {}
+TASKS: dict[str, str] = {
+    "vibration": "agent.tasks.vibration:VibrationTask",
+    "quality": "agent.tasks.quality:QualityTask",
+}
 _extra: dict[str, type[Task]] = {}
 
 
