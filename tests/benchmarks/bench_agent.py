@@ -25,15 +25,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import paho.mqtt.client as mqtt
 import yaml
 import zmq
 from onnx import TensorProto, helper, numpy_helper
 
 from agent.config import parse_config
-from agent.logs import configure_logging
 from agent.events import EventDraft, ModelRef
+from agent.logs import configure_logging
 from agent.pipeline import Dispatcher, RejectionReporter
 from agent.stats import Stats
 from agent.tasks import register_task
