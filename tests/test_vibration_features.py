@@ -62,7 +62,7 @@ class TestAgainstTsfresh:
     def test_kurtosis_and_skewness_are_the_bias_corrected_ones(self, windows: np.ndarray) -> None:
         """Kurtosis and skewness are pandas' G2 and G1, which differ from the biased moments on short windows."""
         pd = pytest.importorskip("pandas", reason="pandas comes with the `train` extra")
-        short = windows[:, :20].astype(np.float64)
+        short = windows[:, :64].astype(np.float64)
         ours, _ = extract_windows(np.repeat(short[:, :, None], 1, axis=2), FS,
                                   FeatureSettings(shaft_hz=1000.0))
         for row, series in enumerate(short):
