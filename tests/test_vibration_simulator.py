@@ -184,3 +184,8 @@ class TestGroundTruth:
         """A run shorter than its fault's failure time is refused."""
         with pytest.raises(ValueError, match="duration"):
             RunSpec(duration_s=onset + length / 2, fault=FaultSpec("outer_race", onset, onset + length))
+
+    def test_overlapping_compressed_snapshots_are_refused(self) -> None:
+        """Compressing snapshots so far that they would overlap in stream time is refused."""
+        with pytest.raises(ValueError, match="overlap"):
+            RunSpec(duration_s=3600.0, acquisition=Acquisition("snapshots", 1.0, 600.0), time_scale=1200.0)

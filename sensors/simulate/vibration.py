@@ -135,6 +135,12 @@ class RunSpec:
     def __post_init__(self) -> None:
         if self.fault is not None and self.fault.failure_s > self.duration_s + 1e-9:
             raise ValueError("the run ends before the fault's failure time; lengthen duration_s")
+        if self.time_scale <= 0 or self.sample_rate <= 0:
+            raise ValueError("time_scale and sample_rate must be positive")
+        snapshots = self.acquisition
+        if snapshots.mode == "snapshots" and snapshots.interval_s / self.time_scale < snapshots.snapshot_s:
+            raise ValueError(f"snapshots of {snapshots.snapshot_s} s every {snapshots.interval_s} s compressed "
+                             f"x{self.time_scale} would overlap in stream time")
 
 
 @dataclass(frozen=True)
