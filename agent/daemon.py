@@ -120,7 +120,7 @@ class Agent:
         sources = [make_source(source, config.device, self.zmq_context, config.max_payload_bytes)
                    for source in config.sources]
         for source in sources:
-            source.start(self.dispatcher.submit)
+            source.start(functools.partial(self.dispatcher.submit, wait=source.can_wait))
         self.sources = sources
 
         def close_sources() -> None:

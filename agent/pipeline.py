@@ -36,18 +36,23 @@ class BoundedQueue:
         self.maxlen = maxlen
         self.ready = threading.Condition()
 
-    def put(self, item: SensorMessage) -> SensorMessage | None:
+    def put(self, item: SensorMessage, wait: bool = False) -> SensorMessage | None:
+        """Append; when full, evict the oldest item, or with ``wait`` block until there is room."""
         with self.ready:
+            while wait and len(self.items) >= self.maxlen:
+                self.ready.wait(0.1)
             evicted = self.items.popleft() if len(self.items) >= self.maxlen else None
             self.items.append(item)
-            self.ready.notify()
+            self.ready.notify_all()
             return evicted
 
     def get(self, timeout: float) -> SensorMessage | None:
         with self.ready:
             if not self.items:
                 self.ready.wait(timeout)
-            return self.items.popleft() if self.items else None
+            item = self.items.popleft() if self.items else None
+            self.ready.notify_all()
+            return item
 
     def __len__(self) -> int:
         return len(self.items)
@@ -80,8 +85,8 @@ class TaskWorker:
         return self.accepting and message.kind in self.task.kinds and any(
             fnmatch.fnmatchcase(message.sensor_id, pattern) for pattern in self.task.config.sensors)
 
-    def offer(self, message: SensorMessage) -> None:
-        evicted = self.queue.put(message)
+    def offer(self, message: SensorMessage, wait: bool = False) -> None:
+        evicted = self.queue.put(message, wait and self.thread.is_alive())
         if evicted is not None:
             with self.stats.lock:
                 self.stats.sensors[evicted.sensor_id].dropped += 1
@@ -185,8 +190,12 @@ class Dispatcher:
         self.workers: list[TaskWorker] = []
         self.report_rejection = report
 
-    def submit(self, raw: bytes) -> None:
-        """Called from source threads with one wire message; never raises."""
+    def submit(self, raw: bytes, wait: bool = False) -> None:
+        """Called from source threads with one wire message; never raises.
+
+        ``wait`` (recordings read as fast as possible) blocks while a task queue is full instead
+        of applying the overload policy: a file can wait, a live sensor cannot.
+        """
         try:
             message = decode(raw, self.max_payload)
         except WireError as error:
@@ -200,7 +209,7 @@ class Dispatcher:
         self._track(message)
         for worker in self.workers:
             if worker.wants(message):
-                worker.offer(message)
+                worker.offer(message, wait)
 
     def _track(self, message: SensorMessage) -> None:
         with self.stats.lock:

@@ -35,6 +35,9 @@ class Source(abc.ABC):
     """Produces raw sensor messages until closed."""
 
     name: str
+    #: True for sources that can wait (a recording read as fast as possible): a full task queue
+    #: then blocks the source instead of dropping the oldest message
+    can_wait: bool = False
     #: set when a finite source (a recording) has delivered everything
     finished: threading.Event
 
@@ -191,6 +194,7 @@ class RecordingSource(Source):
 
     def __init__(self, config: RecordingSourceConfig) -> None:
         self.config = config
+        self.can_wait = config.speed is None
         self.finished = threading.Event()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
