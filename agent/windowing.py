@@ -45,6 +45,7 @@ class Windower:
         self.next_seq: int | None = None
         self.rate = 0.0
         self.count = 0
+        self.skip = 0  # samples still to skip when the hop is longer than the window
 
     def feed(self, message: SensorMessage) -> tuple[list[Window], StreamBreak | None]:
         """Add a chunk; returns the completed windows and any break detected before it."""
@@ -57,6 +58,10 @@ class Windower:
             self.buffer_start_ns = message.timestamp_ns
         else:
             self.buffer = np.concatenate((self.buffer, chunk))
+        if self.skip:
+            dropped = min(self.skip, len(self.buffer))
+            self._advance(dropped)
+            self.skip -= dropped
         return self._cut(message), stream_break
 
     def _check_continuity(self, message: SensorMessage, channels: int) -> StreamBreak | None:
@@ -73,6 +78,7 @@ class Windower:
         if reason is None:
             return None
         self.buffer = None
+        self.skip = 0
         return StreamBreak(reason, max(missing, 0))
 
     def _cut(self, message: SensorMessage) -> list[Window]:
@@ -84,6 +90,11 @@ class Windower:
             windows.append(Window(message.sensor_id, message.kind, self.buffer[:size], self.rate,
                                   self.buffer_start_ns, self.count))
             self.count += 1
-            self.buffer = self.buffer[hop:]
-            self.buffer_start_ns += round(hop / self.rate * 1e9)
+            self.skip = max(0, hop - len(self.buffer))
+            self._advance(min(hop, len(self.buffer)))
         return windows
+
+    def _advance(self, samples: int) -> None:
+        assert self.buffer is not None  # only called with a buffer
+        self.buffer = self.buffer[samples:]
+        self.buffer_start_ns += round(samples / self.rate * 1e9)

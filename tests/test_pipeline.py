@@ -1,0 +1,135 @@
+"""Windowing, the overload policy, gap and rejection accounting in the pipeline."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.events import EventDraft
+from agent.pipeline import BoundedQueue, Dispatcher, RejectionReporter
+from agent.stats import Stats
+from agent.windowing import Windower
+from sensors.wire import Kind, SensorMessage, encode
+from tests.support import vibration_chunk
+
+
+def chunk(seq: int, samples: int = 100, rate: float = 1000.0, channels: int = 1) -> SensorMessage:
+    data = np.arange(seq * samples, (seq + 1) * samples, dtype=np.float32)[:, None].repeat(channels, 1)
+    return SensorMessage("s1", Kind.VIBRATION, seq, 10**18 + seq * samples * 10**6, data, rate)
+
+
+class TestWindower:
+    def test_windows_and_hops_cover_the_stream_contiguously(self) -> None:
+        """0.5 s windows every 0.25 s over 1 s of 1 kHz data start every 250 samples and hold 500."""
+        windower = Windower(0.5, 0.25)
+        windows = [w for seq in range(10) for w in windower.feed(chunk(seq))[0]]
+        assert [int(w.samples[0, 0]) for w in windows] == [0, 250, 500]
+        assert all(len(w.samples) == 500 for w in windows)
+        assert windows[1].start_ns - windows[0].start_ns == 250 * 10**6
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.integers(1, 300), min_size=1, max_size=30), st.integers(50, 400), st.integers(10, 400))
+    def test_any_chunking_gives_the_same_windows(self, sizes: list[int], window: int, hop: int) -> None:
+        """Windows depend on the samples only, not on how the sensor cut them into chunks."""
+        signal = np.arange(sum(sizes), dtype=np.float32)[:, None]
+        windower = Windower(window / 1000, hop / 1000)
+        got, start = [], 0
+        for seq, size in enumerate(sizes):
+            message = SensorMessage("s", Kind.VIBRATION, seq, 1, signal[start:start + size], 1000.0)
+            start += size
+            got += [int(w.samples[0, 0]) for w in windower.feed(message)[0]]
+        expected = list(range(0, max(0, len(signal) - window) + 1, hop)) if len(signal) >= window else []
+        assert got == expected
+
+    def test_sequence_gap_restarts_the_window(self) -> None:
+        """A missing chunk is reported and no window spans the hole."""
+        windower = Windower(0.2, 0.2)
+        windower.feed(chunk(0))
+        windows, stream_break = windower.feed(chunk(2))
+        assert stream_break is not None and stream_break.missing == 1 and "gap" in stream_break.reason
+        assert windows == []
+        windows, _ = windower.feed(chunk(3))
+        assert int(windows[0].samples[0, 0]) == 200
+
+    def test_sample_rate_change_restarts_the_stream(self) -> None:
+        """A new sample rate mid-stream is reported and the old samples are not mixed in."""
+        windower = Windower(0.1, 0.1)
+        windower.feed(chunk(0, samples=50))
+        windows, stream_break = windower.feed(chunk(1, samples=100, rate=2000.0))
+        assert stream_break is not None and "sample rate changed" in stream_break.reason
+        assert len(windows) == 0 and windower.rate == 2000.0
+
+
+class TestOverloadPolicy:
+    def test_bounded_queue_evicts_oldest(self) -> None:
+        """A full queue keeps the newest items and hands back the evicted oldest."""
+        queue = BoundedQueue(2)
+        first, second, third = chunk(0), chunk(1), chunk(2)
+        assert queue.put(first) is None and queue.put(second) is None
+        assert queue.put(third) is first
+        assert [queue.get(0.1), queue.get(0.1)] == [second, third]
+
+    def test_waiting_put_blocks_until_room(self) -> None:
+        """A recording source waits for room instead of evicting."""
+        import threading
+
+        queue = BoundedQueue(1)
+        queue.put(chunk(0))
+        done = threading.Event()
+        threading.Thread(target=lambda: (queue.put(chunk(1), wait=True), done.set()), daemon=True).start()
+        assert not done.wait(0.3)
+        assert queue.get(0.1) is not None
+        assert done.wait(2)
+
+
+class TestDispatcher:
+    def make(self) -> tuple[Dispatcher, Stats, list[tuple[str, EventDraft]]]:
+        stats, emitted = Stats(), []
+        reporter = RejectionReporter(lambda task, draft: emitted.append((task, draft)), interval_s=60)
+        return Dispatcher(stats, 1 << 20, reporter), stats, emitted
+
+    def test_gaps_and_missing_counts_per_sensor(self) -> None:
+        """Sequence jumps are counted per sensor with the number of missing messages."""
+        dispatcher, stats, _ = self.make()
+        for seq in (0, 1, 5, 6):
+            dispatcher.submit(encode(vibration_chunk("a", seq, 1.0, samples=10)))
+        dispatcher.submit(encode(vibration_chunk("b", 0, 1.0, samples=10)))
+        snapshot = stats.snapshot()["sensors"]
+        assert snapshot["a"]["gaps"] == 1 and snapshot["a"]["missing"] == 3 and snapshot["a"]["received"] == 4
+        assert snapshot["b"]["gaps"] == 0
+
+    def test_rejections_are_counted_and_reported_at_a_limited_rate(self) -> None:
+        """Every bad message is counted; the error topic gets one report per interval with the count."""
+        dispatcher, stats, emitted = self.make()
+        for _ in range(5):
+            dispatcher.submit(b"\x00" * 60)
+        assert stats.snapshot()["undecodable"] == 5
+        assert len(emitted) == 1
+        task, draft = emitted[0]
+        assert task == "agent" and draft.type == "input_rejected" and "bad magic" in draft.body["reason"]
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=400))
+    def test_no_input_escapes_the_dispatcher(self, raw: bytes) -> None:
+        """Random bytes never raise out of submit: they are counted as rejected or accepted."""
+        dispatcher, stats, _ = self.make()
+        dispatcher.submit(raw)
+        snapshot = stats.snapshot()
+        assert snapshot["undecodable"] + sum(s["received"] for s in snapshot["sensors"].values()) == 1
+
+
+class TestRejectionReporter:
+    def test_suppressed_count_is_reported_with_the_next_report(self, tmp_path: Path) -> None:
+        """After the interval, the next report says how many were suppressed meanwhile."""
+        emitted: list[EventDraft] = []
+        reporter = RejectionReporter(lambda task, draft: emitted.append(draft), interval_s=0.05)
+        reporter("s1", "bad")
+        reporter("s1", "bad")
+        reporter("s1", "bad")
+        time.sleep(0.06)
+        reporter("s1", "bad")
+        assert [d.body["suppressed_since_last"] for d in emitted] == [0, 2]
