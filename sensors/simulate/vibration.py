@@ -171,8 +171,13 @@ def demo_run(kind: FaultKind = "outer_race", demo_s: float = 180.0, onset_demo_s
 
 
 def make_fleet(count: int, seed: int = 0, sample_rate: float = 20_000.0, channels: int = 1,
-               prefix: str = "machine") -> list[MachineSpec]:
-    """``count`` machines, each with its own normal state, drawn deterministically from ``seed``."""
+               prefix: str = "machine", bearings: tuple[BearingGeometry, ...] = BEARING_CATALOGUE
+               ) -> list[MachineSpec]:
+    """``count`` machines, each with its own normal state, drawn deterministically from ``seed``.
+
+    Bearings are drawn from ``bearings``; a demo whose agent config names no per-machine bearing
+    passes ``(BearingGeometry(),)`` so the task's default geometry is the true one.
+    """
     rng = np.random.default_rng(seed)
     nyquist = sample_rate / 2
     machines = []
@@ -184,7 +189,7 @@ def make_fleet(count: int, seed: int = 0, sample_rate: float = 20_000.0, channel
             shaft_hz=round(float(rng.uniform(15, 50)), 2),
             speed_variation=float(rng.choice([0.0, 0.0, 0.03, 0.06])),
             speed_period_s=round(float(rng.uniform(20, 90)), 1),
-            geometry=BEARING_CATALOGUE[int(rng.integers(len(BEARING_CATALOGUE)))],
+            geometry=bearings[int(rng.integers(len(bearings)))],
             harmonics=tuple(round(float(a), 4) for a in
                             rng.uniform(0.04, 0.15) * np.array([1, rng.uniform(0.15, 0.8), rng.uniform(0.05, 0.4)])),
             resonance_hz=round(resonance, 1),
@@ -404,6 +409,6 @@ class VibrationSimulator:
 
 
 __all__ = [
-    "FAULT_KINDS", "Acquisition", "Block", "FaultSpec", "MachineSpec", "RunSpec", "VibrationSimulator",
-    "demo_run", "make_fleet", "run_to_failure",
+    "BEARING_CATALOGUE", "FAULT_KINDS", "Acquisition", "Block", "FaultSpec", "MachineSpec", "RunSpec",
+    "VibrationSimulator", "demo_run", "make_fleet", "run_to_failure",
 ]
