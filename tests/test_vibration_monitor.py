@@ -20,6 +20,24 @@ RNG = np.random.default_rng(0)
 MIXING = RNG.normal(size=(6, 6))
 
 
+class FirstFeatureScorer(Scorer):
+    """A transparent scorer for the alarm logic's tests: the score is the first normalised feature."""
+
+    name = "first_feature"
+
+    def fit(self, baseline: np.ndarray) -> None:
+        pass
+
+    def score(self, history: np.ndarray) -> float:
+        return float(history[-1][0])
+
+    def state(self) -> dict[str, float]:
+        return {}
+
+    def load_state(self, state: dict[str, float]) -> None:
+        pass
+
+
 def normal_vectors(count: int, seed: int = 1) -> np.ndarray:
     """Correlated Gaussian feature vectors standing for a healthy machine."""
     return np.random.default_rng(seed).normal(size=(count, 6)) @ MIXING + 5.0
@@ -152,6 +170,22 @@ class TestAlarmLogic:
         decisions = feed(machine, self.anomalous(40), 100)
         updates = [d.time_ns / 1e9 for d in decisions if d.transition == "updated"]
         assert updates == [112.0, 122.0, 132.0]
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.booleans(), min_size=1, max_size=40), st.integers(1, 6), st.integers(0, 5))
+    def test_raises_exactly_when_k_of_the_last_n_exceed(self, above: list[bool], k: int, extra: int) -> None:
+        """For any pattern of exceedances, the alarm is raised at the first window completing k of the last n."""
+        n = k + extra
+        machine = MachineMonitor("m-1", NAMES, FirstFeatureScorer,
+                                 MonitorSettings(baseline_windows=20, k=k, n=n, ewma_alpha=1.0,
+                                                 clear_windows=10_000), {})
+        feed(machine, normal_vectors(20), 0)
+        rows = np.where(np.array(above)[:, None], 1e3, machine.normaliser.mean[None, :])
+        transitions = [d.transition for d in feed(machine, rows, 100)]
+        expected = next((t for t in range(len(above)) if sum(above[max(0, t - n + 1):t + 1]) >= k), None)
+        assert transitions.count("raised") == (expected is not None)
+        if expected is not None:
+            assert transitions[expected] == "raised"
 
     def test_one_wild_window_cannot_raise_with_smoothing(self) -> None:
         """With EWMA smoothing and the score cap, a single absurd window does not make k of n."""
