@@ -77,6 +77,14 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null
     echo "install.sh: $python is missing or older than Python 3.10" >&2
     exit 1
 fi
+# A venv runs its base interpreter in place; one under /root or /home (pyenv, conda) is invisible
+# to the service (ProtectHome=yes) and usually unreadable by its user.
+interpreter=$("$python" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+case "$interpreter" in
+    /root/*|/home/*|/run/user/*)
+        echo "install.sh: $python is $interpreter, which the service cannot reach; use --python /usr/bin/python3" >&2
+        [ "$dry_run" = 1 ] || exit 1 ;;
+esac
 
 note "system user $user"
 if getent passwd "$user" >/dev/null; then
@@ -139,8 +147,9 @@ else
 fi
 
 note "check"
+# Validate as the service's user: that also proves it can run the venv and read the configuration.
 if [ "$dry_run" = 1 ] || [ -x "$venv/bin/edge-agent" ]; then
-    run "$venv/bin/edge-agent" validate-config "$config_dir/agent.yaml" ||
+    run runuser -u "$user" -- "$venv/bin/edge-agent" validate-config "$config_dir/agent.yaml" ||
         echo "install.sh: $config_dir/agent.yaml does not validate yet: edit it, then run the check again" >&2
 fi
 missing=()
