@@ -115,9 +115,9 @@ def replay(args: argparse.Namespace) -> int:
 def record(args: argparse.Namespace) -> int:
     """Capture live sensor streams (MQTT subscription or ZeroMQ SUB) to an MCAP file."""
     import zmq
-    from sensors.recording import RecordingWriter
 
     from agent.config import MqttSourceConfig, ZmqSourceConfig
+    from sensors.recording import RecordingWriter
     from sensors.sources import MqttSource, Source, ZmqSource
 
     source: Source
@@ -192,7 +192,7 @@ def reset_baseline(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     removed = reset(config.state_dir / "vibration", args.sensor)
     print(f"reset {len(removed)} baseline(s): {', '.join(removed) or 'none matched'}; "
-          "send SIGHUP or restart the agent to start re-learning")
+          "a running agent starts re-learning them within seconds")
     return 0
 
 

@@ -24,8 +24,19 @@ def make_client(connection: MqttConnection, client_id: str) -> mqtt.Client:
             key = str(connection.tls.key_file) if connection.tls.key_file else None
             context.load_cert_chain(str(connection.tls.cert_file), key)
         client.tls_set_context(context)
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    client.reconnect_delay_set(min_delay=1, max_delay=10)
+    # a broker that accepts TCP but never answers CONNACK is given up on as fast as a silent one
+    client.connect_timeout = max(1.0, 1.5 * connection.keepalive_s - 1.0)
     return client
+
+
+def paho_keepalive(keepalive_s: int) -> int:
+    """The keepalive to give paho so that a silent broker is noticed within 1.5 x ``keepalive_s``.
+
+    paho pings after ``k`` idle seconds and gives up ``k`` seconds later, checking about once a
+    second: detection takes up to 2k + 1 s, so k = (1.5 K - 1) / 2.
+    """
+    return max(1, int((1.5 * keepalive_s - 1) / 2))
 
 
 def connect_properties(session_expiry_s: int) -> Properties:

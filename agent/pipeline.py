@@ -26,6 +26,7 @@ from sensors.wire import SensorMessage, WireError, decode
 log = structlog.get_logger(__name__)
 Emit = Callable[[str, EventDraft], None]
 REJECTION_REPORT_INTERVAL_S = 5.0
+CLOCK_JUMP_NS = 1_000_000_000  # sensor clocks may wobble; a step back of more than this is reported
 
 
 class BoundedQueue:
@@ -61,7 +62,7 @@ class BoundedQueue:
 class TaskWorker:
     """Runs one task on its own thread: queue -> (windowing) -> task.process -> events."""
 
-    def __init__(self, task: Task, stats: Stats, emit: Emit, report: Callable[[str, str], None]) -> None:
+    def __init__(self, task: Task, stats: Stats, emit: Emit, report: Callable[..., None]) -> None:
         self.task = task
         self.name = task.name
         self.stats = stats
@@ -184,7 +185,7 @@ class TaskWorker:
 class Dispatcher:
     """Decodes raw messages, tracks sequence gaps and sensor liveness, routes to task workers."""
 
-    def __init__(self, stats: Stats, max_payload: int, report: Callable[[str, str], None]) -> None:
+    def __init__(self, stats: Stats, max_payload: int, report: Callable[..., None]) -> None:
         self.stats = stats
         self.max_payload = max_payload
         self.workers: list[TaskWorker] = []
@@ -217,6 +218,14 @@ class Dispatcher:
             entry.received += 1
             entry.last_seen = time.monotonic()
             last, entry.last_seq = entry.last_seq, message.seq
+            last_time, entry.last_timestamp_ns = entry.last_timestamp_ns, message.timestamp_ns
+            jumped = last_time is not None and message.timestamp_ns < last_time - CLOCK_JUMP_NS
+            entry.clock_jumps += jumped
+        if jumped:
+            # the message is kept (seq says it is the next one); its time is the sensor's word
+            back_s = (last_time - message.timestamp_ns) / 1e9  # type: ignore[operator]
+            self.report_rejection(message.sensor_id, f"timestamp went back {back_s:.3f} s; message kept",
+                                  "clock_jump")
         if last is not None and message.seq != last + 1:
             with self.stats.lock:
                 entry.gaps += 1
@@ -234,15 +243,17 @@ class RejectionReporter:
         self.last: dict[str, float] = {}
         self.suppressed: collections.Counter[str] = collections.Counter()
 
-    def __call__(self, sensor: str, reason: str) -> None:
+    def __call__(self, sensor: str, reason: str, event_type: str = "input_rejected") -> None:
         now = time.monotonic()
+        key = f"{event_type}/{sensor}"
         with self.lock:
-            if now - self.last.get(sensor, -1e9) < self.interval_s:
-                self.suppressed[sensor] += 1
+            if now - self.last.get(key, -1e9) < self.interval_s:
+                self.suppressed[key] += 1
                 return
-            self.last[sensor] = now
-            suppressed = self.suppressed.pop(sensor, 0)
-        log.warning("input rejected", sensor=sensor or None, reason=reason, suppressed_since_last=suppressed)
+            self.last[key] = now
+            suppressed = self.suppressed.pop(key, 0)
+        log.warning(event_type.replace("_", " "), sensor=sensor or None, reason=reason,
+                    suppressed_since_last=suppressed)
         body: dict[str, Any] = {"reason": reason, "suppressed_since_last": suppressed}
-        self.emit("agent", EventDraft("input_rejected", sensor, time.time_ns(), "warning", body=body))
+        self.emit("agent", EventDraft(event_type, sensor, time.time_ns(), "warning", body=body))
 

@@ -17,7 +17,7 @@ import zmq
 
 from agent.config import ConsoleSinkConfig, JsonlSinkConfig, MqttSinkConfig, SinkConfig, ZmqSinkConfig
 from agent.events import SEVERITY_RANK, iso_time
-from agent.mqtt import connect_properties, make_client
+from agent.mqtt import connect_properties, make_client, paho_keepalive
 from agent.outbox import Outbox
 from sensors import topics
 
@@ -93,7 +93,7 @@ class MqttSink(Sink):
         self._early_acks: set[int] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self.client.connect_async(config.host, config.port, config.keepalive_s, clean_start=False,
+        self.client.connect_async(config.host, config.port, paho_keepalive(config.keepalive_s), clean_start=False,
                                   properties=connect_properties(config.session_expiry_s))
         self.client.loop_start()
         self._pump_thread = threading.Thread(target=self._pump, name="outbox-pump", daemon=True)

@@ -22,7 +22,9 @@ class SensorStats:
     gaps: int = 0
     missing: int = 0
     dropped: int = 0
+    clock_jumps: int = 0
     last_seq: int | None = None
+    last_timestamp_ns: int | None = None
     last_seen: float = 0.0
     online: bool = True
     reasons: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -68,7 +70,7 @@ class Stats:
         with self.lock:
             sensors = {
                 name: {"received": s.received, "rejected": s.rejected, "gaps": s.gaps, "missing": s.missing,
-                       "dropped": s.dropped, "online": s.online,
+                       "dropped": s.dropped, "clock_jumps": s.clock_jumps, "online": s.online,
                        **({"reasons": dict(s.reasons.most_common(5))} if s.reasons else {})}
                 for name, s in self.sensors.items()
             }

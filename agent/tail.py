@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import structlog
 
 from agent.config import MqttConnection
-from agent.mqtt import make_client
+from agent.mqtt import make_client, paho_keepalive
 from sensors import topics
 
 log = structlog.get_logger(__name__)
@@ -69,7 +69,8 @@ class EventWatcher:
         self.on_message(message.topic, decoded)
 
     def __enter__(self) -> EventWatcher:
-        self.client.connect_async(self.connection.host, self.connection.port, self.connection.keepalive_s)
+        self.client.connect_async(self.connection.host, self.connection.port,
+                                  paho_keepalive(self.connection.keepalive_s))
         self.client.loop_start()
         return self
 

@@ -57,6 +57,9 @@ class Windower:
             self.buffer = chunk.copy()
             self.buffer_start_ns = message.timestamp_ns
         else:
+            if not len(self.buffer) and not self.skip:
+                # nothing pending: time restarts from this chunk (snapshot streams jump between chunks)
+                self.buffer_start_ns = message.timestamp_ns
             self.buffer = np.concatenate((self.buffer, chunk))
         if self.skip:
             dropped = min(self.skip, len(self.buffer))

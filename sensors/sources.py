@@ -23,7 +23,7 @@ from agent.config import (
     SourceConfig,
     ZmqSourceConfig,
 )
-from agent.mqtt import connect_properties, make_client
+from agent.mqtt import connect_properties, make_client, paho_keepalive
 from sensors import topics
 
 log = structlog.get_logger(__name__)
@@ -88,7 +88,7 @@ class MqttSource(Source):
         self.client.on_disconnect = on_disconnect
         self.client.on_message = on_message
         # a stable client id and a session that outlives a disconnect: the broker keeps QoS 1 samples
-        self.client.connect_async(self.config.host, self.config.port, self.config.keepalive_s,
+        self.client.connect_async(self.config.host, self.config.port, paho_keepalive(self.config.keepalive_s),
                                   clean_start=False, properties=connect_properties(3600))
         self.client.loop_start()
 
@@ -179,11 +179,10 @@ class _Allowlist:
         self.allowed = allowed
 
     def callback(self, domain: str, key: bytes) -> bool:
-        from zmq.utils import z85
-
-        permitted = z85.encode(key) in self.allowed
+        """``key`` is the client's Z85-encoded public key (pyzmq encodes it before asking)."""
+        permitted = key in self.allowed
         if not permitted:
-            log.warning("zmq client key refused", key=z85.encode(key).decode())
+            log.warning("zmq client key refused", key=key.decode(errors="replace"))
         return permitted
 
 

@@ -26,7 +26,7 @@ def sensor_subscription(prefix: str, share_group: str | None = None) -> str:
     return f"$share/{share_group}/{topic}" if share_group else topic
 
 
-ERROR_TYPES = frozenset({"input_rejected"})
+ERROR_TYPES = frozenset({"input_rejected", "clock_jump"})
 
 
 def event_topic(prefix: str, device: str, task: str, event_type: str) -> str:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
+from models.vibration.bearing import BearingGeometry
 from sensors.simulate.vibration import FAULT_KINDS, RunSpec, VibrationSimulator, demo_run, make_fleet
 from sensors.wire import SensorMessage, encode
 
@@ -27,7 +28,10 @@ def factory_streams(config: SimulatorSourceConfig, stop: threading.Event) -> lis
     """One paced stream of wire bytes per simulated sensor."""
     start_ns = time.time_ns()
     streams = []
-    fleet = make_fleet(config.machines, seed=config.seed, sample_rate=config.sample_rate, prefix="pump")
+    # the demo's machines carry the bearing the vibration task assumes by default, so that the
+    # likely fault type it names can be checked against the simulated one
+    fleet = make_fleet(config.machines, seed=config.seed, sample_rate=config.sample_rate, prefix="pump",
+                       bearings=(BearingGeometry(),))
     for index, machine in enumerate(fleet):
         if index < config.faulty:
             run = demo_run(FAULT_KINDS[index % len(FAULT_KINDS)], demo_s=config.failure_s,

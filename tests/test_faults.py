@@ -1,0 +1,319 @@
+"""Fault tests with real processes and signals: broker and agent killed, silent broker, overload, CURVE."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+import zmq
+
+from agent.config import MqttSinkConfig
+from agent.daemon import current_rss_mb
+from agent.sinks import MqttSink
+from sensors.wire import Kind, SensorMessage, encode
+from tests.conftest import Broker, free_port
+from tests.support import agent_config, vibration_chunk, write_energy_model
+from tests.test_agent_integration import RunningAgent
+from tests.test_daemon import Daemon, NotifySocket
+
+REPORT = Path(os.environ.get("EDGE_AGENT_FAULT_REPORT", "/tmp/edge-agent-fault-report.json"))
+
+
+def record_figure(name: str, value: Any) -> None:
+    """Keep the figures the closing note reports (events lost, duplicates, reconnect times, RSS)."""
+    figures = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    figures[name] = value
+    REPORT.write_text(json.dumps(figures, indent=1))
+
+
+class Collector:
+    """A persistent-session subscriber that records every event payload (duplicates included)."""
+
+    def __init__(self, port: int, topic: str = "edge/+/events/#") -> None:
+        self.events: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"collector-{port}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.connect_async("127.0.0.1", port, 5)
+        self.client.loop_start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.events.append(json.loads(message.payload))
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [event["event_id"] for event in self.events]
+
+    def wait_for(self, wanted: set[str], timeout: float) -> set[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not wanted <= set(self.ids()):
+            time.sleep(0.1)
+        return wanted - set(self.ids())
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def per_topic_order_kept(events: list[dict[str, Any]]) -> bool:
+    """Within each sensor's stream of one type, first deliveries come in source-time order."""
+    seen: set[str] = set()
+    last: dict[tuple[str, str], str] = {}
+    for event in events:
+        if event["event_id"] in seen:
+            continue
+        seen.add(event["event_id"])
+        key = (event["sensor"], event["type"])
+        if event["source_time"] < last.get(key, ""):
+            return False
+        last[key] = event["source_time"]
+    return True
+
+
+def jsonl_ids(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line)["event_id"] for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+class TestBrokerKilled:
+    def test_events_produced_while_the_broker_is_down_all_arrive(self, tmp_path: Path) -> None:
+        """SIGKILL the broker mid-stream, restart it: every event arrives, in order, duplicates share ids."""
+        broker = Broker(tmp_path, free_port()).start()
+        model = write_energy_model(tmp_path / "model")
+        inbound = free_port()
+        running = RunningAgent(agent_config(
+            tmp_path / "state", model, [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{inbound}"}],
+            [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port, "keepalive_s": 2},
+             {"kind": "jsonl", "path": str(tmp_path / "events.jsonl")}]))
+        collector = Collector(broker.port)
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{inbound}")
+        reconnects = []
+        try:
+            time.sleep(0.5)
+            seq = 0
+            for round_number in range(3):
+                for _ in range(20):
+                    push.send(encode(vibration_chunk("pump-1", seq, 3.0)))
+                    seq += 1
+                    time.sleep(0.02)
+                broker.kill()
+                for _ in range(20):  # produced while the broker is down
+                    push.send(encode(vibration_chunk("pump-1", seq, 3.0)))
+                    seq += 1
+                    time.sleep(0.02)
+                time.sleep(1.0 + round_number)
+                started = time.monotonic()
+                broker.start()
+                sink = running.agent.sinks[0]
+                assert isinstance(sink, MqttSink)
+                while not sink.connected.is_set() and time.monotonic() - started < 30:
+                    time.sleep(0.02)
+                reconnects.append(time.monotonic() - started)
+            produced = set(jsonl_ids(tmp_path / "events.jsonl"))
+            assert len(produced) == seq
+            missing = collector.wait_for(produced, 60)
+        finally:
+            push.close(0)
+            running.stop()
+            collector.close()
+            broker.stop()
+        duplicates = len(collector.ids()) - len(set(collector.ids()))
+        record_figure("broker_kill", {"rounds": 3, "events": seq, "lost": len(missing), "duplicates": duplicates,
+                                      "reconnect_s": [round(r, 2) for r in reconnects]})
+        assert not missing, f"{len(missing)} events lost"
+        assert per_topic_order_kept(collector.events)
+
+
+class TestAgentKilled:
+    def test_sigkill_at_random_moments_loses_nothing(self, tmp_path: Path) -> None:
+        """Over several rounds the agent is SIGKILLed while publishing; after restarts every stored event arrives."""
+        broker = Broker(tmp_path, free_port()).start()
+        collector = Collector(broker.port)
+        inbound = free_port()
+        model = write_energy_model(tmp_path / "model")
+        config = agent_config(tmp_path / "state", model, [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{inbound}"}],
+                              [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port, "max_inflight": 5},
+                               {"kind": "jsonl", "path": str(tmp_path / "events.jsonl")}])
+        rng = random.Random(5)
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.setsockopt(zmq.SNDTIMEO, 2000)
+        push.connect(f"tcp://127.0.0.1:{inbound}")
+        seq, rounds = 0, 6
+        try:
+            for _ in range(rounds):
+                notify = NotifySocket(tmp_path / f"notify-{seq}.sock")
+                daemon = Daemon(tmp_path, config, notify)
+                assert notify.wait_for("READY=1", 30), daemon.log()
+                for _ in range(rng.randint(20, 60)):
+                    push.send(encode(vibration_chunk("pump-1", seq, 3.0)))
+                    seq += 1
+                time.sleep(rng.uniform(0.0, 0.5))
+                daemon.process.send_signal(signal.SIGKILL)
+                daemon.process.wait(10)
+                notify.close()
+            notify = NotifySocket(tmp_path / "notify-final.sock")
+            daemon = Daemon(tmp_path, config, notify)  # the last start drains what is left
+            assert notify.wait_for("READY=1", 30)
+            produced = set(jsonl_ids(tmp_path / "events.jsonl"))
+            missing = collector.wait_for(produced, 60)
+            daemon.stop()
+            notify.close()
+        finally:
+            push.close(0)
+            collector.close()
+            broker.stop()
+        duplicates = len(collector.ids()) - len(set(collector.ids()))
+        record_figure("agent_sigkill", {"rounds": rounds, "events_stored": len(produced), "lost": len(missing),
+                                        "duplicates": duplicates})
+        assert produced, "no events were produced"
+        assert not missing, f"{len(missing)} of {len(produced)} stored events never arrived"
+
+
+class TestSilentBroker:
+    def test_a_broker_that_stops_answering_is_detected_within_one_and_a_half_keepalives(
+            self, tmp_path: Path) -> None:
+        """SIGSTOP leaves the TCP connection open but silent; the sink notices within 1.5 x keepalive."""
+        broker = Broker(tmp_path, free_port()).start()
+        keepalive = 4
+        config = MqttSinkConfig(kind="mqtt", host="127.0.0.1", port=broker.port, keepalive_s=keepalive)
+        sink = MqttSink(config, "silent-test", tmp_path / "state")
+        try:
+            assert sink.connected.wait(10)
+            assert broker.process is not None
+            broker.process.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            while sink.connected.is_set() and time.monotonic() - started < 3 * keepalive:
+                time.sleep(0.05)
+            detected = time.monotonic() - started
+        finally:
+            if broker.process is not None:
+                broker.process.send_signal(signal.SIGCONT)
+            sink.close()
+            broker.stop()
+        record_figure("silent_broker_detect_s", round(detected, 2))
+        assert detected <= 1.5 * keepalive, f"took {detected:.1f} s"
+
+    def test_a_listener_that_never_sends_connack_is_given_up(self, tmp_path: Path) -> None:
+        """A TCP server that accepts and says nothing is not mistaken for a broker; events stay in the outbox."""
+        import socket
+
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(5)
+        config = MqttSinkConfig(kind="mqtt", host="127.0.0.1", port=server.getsockname()[1], keepalive_s=2)
+        sink = MqttSink(config, "mute-test", tmp_path / "state")
+        try:
+            conn, _ = server.accept()
+            with conn:
+                started = time.monotonic()
+                closed = conn.recv(4096) is not None  # the CONNECT arrives...
+                conn.settimeout(5)
+                while conn.recv(4096):  # ...and paho closes the socket when no CONNACK comes
+                    pass
+                waited = time.monotonic() - started
+            assert closed and waited <= 1.5 * 2 + 0.5
+            assert not sink.connected.is_set()
+        finally:
+            sink.close()
+            server.close()
+
+
+class TestOverload:
+    def test_twice_the_capacity_stays_bounded_and_recovers(self, tmp_path: Path) -> None:
+        """At 2x capacity: memory bounded, frames dropped oldest-first and counted, gaps counted, then recovery."""
+        model = write_energy_model(tmp_path / "model")
+        inbound = free_port()
+        config = agent_config(tmp_path / "state", model, [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{inbound}"}],
+                              [{"kind": "jsonl", "path": str(tmp_path / "events.jsonl")}],
+                              probe={"delay_s": 0.01, "queue_size": 20, "threshold": 1e9})
+        running = RunningAgent(config)
+        push = zmq.Context.instance().socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{inbound}")
+        frame = np.zeros((48, 64), np.uint8)
+        duration, rate = 30.0, 200  # the task does ~100 items/s; half frames, half vibration chunks
+        rss = [current_rss_mb()]
+        try:
+            started, sent = time.monotonic(), 0
+            while time.monotonic() - started < duration:
+                push.send(encode(SensorMessage("cam-1", Kind.FRAME, sent, 10**18 + sent, frame)))
+                push.send(encode(vibration_chunk("vib-1", sent, 0.1, samples=1000)))
+                sent += 1
+                if sent % rate == 0:
+                    rss.append(current_rss_mb())
+                time.sleep(max(0.0, started + sent * 2 / rate - time.monotonic()))
+            time.sleep(1.0)  # load falls
+            stats = running.agent.stats.snapshot()
+            queued_after = len(running.agent.workers["probe"].queue)
+            push.send(encode(SensorMessage("cam-1", Kind.FRAME, sent, 10**18 + sent, frame)))
+            processed = running.agent.stats.snapshot()["tasks"]["probe"]["processed"]
+            deadline = time.monotonic() + 5
+            while running.agent.stats.snapshot()["tasks"]["probe"]["processed"] == processed \
+                    and time.monotonic() < deadline:
+                time.sleep(0.01)
+            recovered = running.agent.stats.snapshot()["tasks"]["probe"]["processed"] > processed
+        finally:
+            push.close(0)
+            running.stop()
+        growth = max(rss[len(rss) // 3:]) - rss[len(rss) // 3]
+        record_figure("overload", {"seconds": duration, "messages": sent * 2, "rss_start_mb": round(rss[0], 1),
+                                   "rss_growth_after_warmup_mb": round(growth, 1),
+                                   "frames_dropped": stats["sensors"]["cam-1"]["dropped"],
+                                   "vibration_dropped": stats["sensors"]["vib-1"]["dropped"]})
+        dropped = stats["sensors"]["cam-1"]["dropped"] + stats["sensors"]["vib-1"]["dropped"]
+        assert dropped > 0.3 * 2 * sent  # about half of the load cannot be served, and every drop is counted
+        assert stats["sensors"]["cam-1"]["dropped"] > 0 and stats["sensors"]["vib-1"]["dropped"] > 0
+        assert growth < 50, f"RSS grew {growth:.0f} MB under overload"
+        assert queued_after <= 20 and recovered
+
+
+class TestCurve:
+    def test_only_allowlisted_clients_can_inject(self, tmp_path: Path) -> None:
+        """A ZeroMQ sender with an unlisted CURVE key delivers nothing; a listed one gets through."""
+        server_public, server_secret = zmq.curve_keypair()
+        good_public, good_secret = zmq.curve_keypair()
+        bad_public, bad_secret = zmq.curve_keypair()
+        (tmp_path / "server.key").write_bytes(server_secret)
+        model = write_energy_model(tmp_path / "model")
+        inbound = free_port()
+        running = RunningAgent(agent_config(
+            tmp_path / "state", model,
+            [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{inbound}",
+              "curve": {"secret_key": {"file": str(tmp_path / "server.key")}, "public_key": server_public.decode(),
+                        "allowed_clients": [good_public.decode()]}}],
+            [{"kind": "jsonl", "path": str(tmp_path / "events.jsonl")}]))
+        context = zmq.Context.instance()
+        try:
+            for name, (public, secret) in {"intruder": (bad_public, bad_secret),
+                                           "sensor": (good_public, good_secret)}.items():
+                sender = context.socket(zmq.PUSH)
+                sender.curve_serverkey, sender.curve_publickey, sender.curve_secretkey = server_public, public, secret
+                sender.connect(f"tcp://127.0.0.1:{inbound}")
+                for seq in range(3):
+                    sender.send(encode(vibration_chunk(name, seq, 3.0)), flags=0)
+                time.sleep(1.0)
+                sender.close(0)
+            sensors = running.agent.stats.snapshot()["sensors"]
+        finally:
+            running.stop()
+        assert "intruder" not in sensors
+        assert sensors["sensor"]["received"] == 3
+
+
+@pytest.fixture(autouse=True)
+def _quiet_zmq() -> None:
+    zmq.Context.instance().setsockopt(zmq.LINGER, 0)
