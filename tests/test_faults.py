@@ -45,7 +45,7 @@ class Collector:
                                   protocol=mqtt.MQTTv5)
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.reconnect_delay_set(1, 2)
         self.client.connect_async("127.0.0.1", port, 5)
         self.client.loop_start()
 

@@ -80,7 +80,11 @@ class TestOverloadPolicy:
         queue = BoundedQueue(1)
         queue.put(chunk(0))
         done = threading.Event()
-        threading.Thread(target=lambda: (queue.put(chunk(1), wait=True), done.set()), daemon=True).start()
+        def put_then_signal() -> None:
+            queue.put(chunk(1), wait=True)
+            done.set()
+
+        threading.Thread(target=put_then_signal, daemon=True).start()
         assert not done.wait(0.3)
         assert queue.get(0.1) is not None
         assert done.wait(2)

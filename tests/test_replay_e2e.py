@@ -72,7 +72,7 @@ class TestRecordAndReplayCommands:
         done = threading.Event()
 
         def on_message(c: mqtt.Client, u: Any, message: mqtt.MQTTMessage) -> None:
-            received.append(message.payload)
+            received.append(bytes(message.payload))
             if len(received) == len(sent):
                 done.set()
 

@@ -7,10 +7,10 @@ a backend's library is not installed (raised when the backend is asked for).
 """
 
 from models.runtime.base import Backend, BackendUnavailable
+from models.runtime.manifest import Manifest, ManifestError, load_manifest, write_manifest
 from models.runtime.onnxrt import OnnxRuntimeConfig
 from models.runtime.registry import BackendConfig, Model, load_model
 from models.runtime.tensorrt import TensorRTConfig
-from models.runtime.manifest import Manifest, ManifestError, load_manifest, write_manifest
 
 __all__ = [
     "Backend", "BackendConfig", "BackendUnavailable", "Manifest", "ManifestError", "Model",

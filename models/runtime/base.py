@@ -21,7 +21,7 @@ class Backend(abc.ABC):
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run the model on named inputs and return its outputs in manifest order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook
         """Release the session or engine."""
 
     def __enter__(self) -> Backend:

@@ -14,7 +14,6 @@ from models.runtime.manifest import Manifest, load_manifest
 from models.runtime.onnxrt import OnnxRuntimeBackend, OnnxRuntimeConfig
 from models.runtime.tensorrt import TensorRTBackend, TensorRTConfig
 
-
 BackendConfig = Annotated[Union[OnnxRuntimeConfig, TensorRTConfig], Field(discriminator="kind")]
 
 
