@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -118,7 +119,7 @@ class TestTiling:
         starts = geometry.starts(length)
         assert starts[0] == 0 and starts[-1] + tile >= length
         assert all(0 <= s <= max(length - tile, 0) for s in starts)
-        assert all(0 < b - a <= geometry.stride for a, b in zip(starts, starts[1:], strict=False))
+        assert all(0 < b - a <= geometry.stride for a, b in itertools.pairwise(starts))
 
     def test_heatmap_takes_the_maximum_of_overlapping_tiles(self) -> None:
         """Stitching puts each tile's cells at its position and keeps the maximum where tiles overlap."""

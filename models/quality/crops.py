@@ -3,8 +3,10 @@
 Positive crops are cut around the labeller's painted defect pixels (anywhere inside the
 crop, not only centred); negative crops come from parts labelled good, half of them
 centred on busy pixels (tube walls, lumen, highlights, dust) where false rejects arise.
-The sampler draws a fixed share of positives per batch (resampling against the 2-5%
-defect rate).  Labels are the human ones, label noise included.
+A further share of negatives is cut around the dust specks the generator reports (known
+hard negatives, as a team would collect them from false rejects).  The sampler draws a
+fixed share of positives per batch (resampling against the 2-5% defect rate).
+Labels are the human ones, label noise included.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class CropBank:
     annotations: np.ndarray  # (F, H, W) bool
     positive: list[np.ndarray]  # per frame: (k, 2) annotated pixels; empty for good frames
     busy: list[np.ndarray]  # per frame: (k, 2) high-local-contrast pixels
+    hard: list[np.ndarray]  # per frame: (k, 2) known look-alikes (dust on the backlight)
 
     @property
     def bad_frames(self) -> np.ndarray:
@@ -48,21 +51,24 @@ def busy_pixels(image: np.ndarray, share: float = 0.08) -> np.ndarray:
 
 def build_bank(parts: Iterable[Part]) -> CropBank:
     """Collect rendered parts into a bank (labels and painted regions as the labeller gave them)."""
-    images, annotations, positive, busy = [], [], [], []
+    images, annotations, positive, busy, hard = [], [], [], [], []
     for part in parts:
         annotation = part.annotation if part.annotation is not None else part.mask
         images.append(part.image)
         annotations.append(annotation)
         positive.append(np.argwhere(annotation) if part.label else np.zeros((0, 2), dtype=np.int64))
         busy.append(busy_pixels(part.image))
-    return CropBank(np.stack(images), np.stack(annotations), positive, busy)
+        hard.append(np.array(part.nuisances, dtype=np.int64).reshape(-1, 2))
+    return CropBank(np.stack(images), np.stack(annotations), positive, busy, hard)
 
 
 class CropSampler:
     """Draws augmented (crop, tile label, cell labels) batches from a bank."""
 
-    def __init__(self, bank: CropBank, geometry: TileGeometry, positive_fraction: float, seed: int) -> None:
+    def __init__(self, bank: CropBank, geometry: TileGeometry, positive_fraction: float, seed: int,
+                 hard_fraction: float = 0.0) -> None:
         self.bank = bank
+        self.hard_fraction = hard_fraction
         self.geometry = geometry
         self.positive_fraction = positive_fraction
         self.rng = np.random.default_rng(seed)
@@ -84,7 +90,10 @@ class CropSampler:
             y, x = self.bank.positive[frame][self.rng.integers(len(self.bank.positive[frame]))]
             return self.crop_at(frame, int(y), int(x))
         frame = int(self.rng.choice(self.good))
-        if self.rng.random() < 0.5:
+        choice = self.rng.random()
+        if choice < self.hard_fraction and len(self.bank.hard[frame]):
+            y, x = self.bank.hard[frame][self.rng.integers(len(self.bank.hard[frame]))]
+        elif choice < 0.5:
             y, x = self.bank.busy[frame][self.rng.integers(len(self.bank.busy[frame]))]
         else:
             y, x = self.rng.integers(self.bank.images.shape[1]), self.rng.integers(self.bank.images.shape[2])

@@ -57,6 +57,7 @@ class Part:
     defects: list[Defect] = field(default_factory=list)
     label: bool = False  # what the labeller said: True = defective
     annotation: np.ndarray | None = None  # the labeller's painted region (== mask unless noisy)
+    nuisances: list[tuple[int, int]] = field(default_factory=list)  # (y, x) of dust specks: not defects
 
     @property
     def defective(self) -> bool:
@@ -185,12 +186,12 @@ class PartGenerator:
         defects = [self._draw(rng, tube, spec, kink, (y, x), (frame, inside, mask))
                    for spec, kink, y, x in placed]
         found = [defect for defect in defects if defect is not None]
-        render.dust(rng, frame, inside)
+        nuisances = render.dust(rng, frame, inside)
         image = render.finish(rng, frame)
         if truth and not found:  # every defect fell off the frame: rare, the part is good after all
             label = label if split == "train" else False
         annotation = mask if label == bool(found) else self._wrong_annotation(rng, tube, label)
-        return Part(split, index, image, mask, found, label, annotation)
+        return Part(split, index, image, mask, found, label, annotation, nuisances)
 
     @staticmethod
     def _draw(rng: np.random.Generator, tube: Tube, spec: DefectSpec, kink: Kink | None,

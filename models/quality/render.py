@@ -239,15 +239,18 @@ def cluster(rng: np.random.Generator, cy: float, cx: float, spread: float, kind:
     return patches
 
 
-def dust(rng: np.random.Generator, frame: np.ndarray, inside: np.ndarray) -> None:
-    """Faint specks on the backlight outside the part: not defects, but they look alike."""
+def dust(rng: np.random.Generator, frame: np.ndarray, inside: np.ndarray) -> list[tuple[int, int]]:
+    """Faint specks on the backlight outside the part: not defects, but they look alike; returns centres."""
+    centres = []
     for _ in range(rng.poisson(1.0)):
         cy, cx = rng.uniform(4, HEIGHT - 4), rng.uniform(4, WIDTH - 4)
         if inside[int(cy), int(cx)] > 0:
             continue
+        centres.append((int(cy), int(cx)))
         patch = spot(rng, cy, cx, rng.uniform(0.8, 2.5), ring=False)
         add = patch.add * rng.uniform(0.2, 0.5)
         frame[patch.y0 : patch.y0 + add.shape[0], patch.x0 : patch.x0 + add.shape[1]] += add
+    return centres
 
 
 def finish(rng: np.random.Generator, frame: np.ndarray) -> np.ndarray:

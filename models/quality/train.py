@@ -53,6 +53,8 @@ class FitConfig(Strict):
     lr: float = 2e-3
     weight_decay: float = 1e-4
     positive_fraction: float = Field(default=0.5, description="share of defect crops per batch")
+    hard_fraction: float = Field(default=0.0, ge=0, le=0.5,
+                                 description="share of good crops cut around known look-alikes (dust)")
     cell_pos_weight: float = Field(default=4.0, description="class weight of defective heat-map cells")
     tile_pos_weight: float = Field(default=1.0, description="class weight of defective tiles")
     eval_every: int = 250
@@ -113,7 +115,7 @@ def fit(net: TileNet, sampler: CropSampler, val: tuple[np.ndarray, ...], fit: Fi
         loss.backward()
         optimiser.step()
         schedule.step()
-        running.append(float(loss))
+        running.append(float(loss.detach()))
         if step % fit.eval_every == 0 or step == fit.steps:
             record = {"step": step, "train_loss": float(np.mean(running)), **evaluate_crops(net, val, fit)}
             running = []
@@ -221,7 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     bad, good = generator.indices("train", data.train_parts)
     train_parts = [generator.part("train", i) for i in bad + good[: data.good_parts]]
-    sampler = CropSampler(build_bank(train_parts), geometry, config.train.positive_fraction, config.seed)
+    sampler = CropSampler(build_bank(train_parts), geometry, config.train.positive_fraction, config.seed,
+                          config.train.hard_fraction)
     del train_parts
     val_parts = [generator.part("val", i) for i in range(data.val_parts)]
     val_parts += [generator.part("val", VAL_DEFECT_OFFSET + i, defective=True) for i in range(data.val_defective)]
