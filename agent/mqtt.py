@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 
 import paho.mqtt.client as mqtt
+import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.config import MqttConnection
+from agent.config import MqttConnection, Tls
+
+log = structlog.get_logger(__name__)
 
 
 def make_client(connection: MqttConnection, client_id: str) -> mqtt.Client:
@@ -17,14 +21,11 @@ def make_client(connection: MqttConnection, client_id: str) -> mqtt.Client:
     if connection.username:
         password = connection.password.read().get_secret_value() if connection.password else None
         client.username_pw_set(connection.username, password)
-    if connection.tls:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(connection.tls.ca_file))
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if connection.tls.cert_file:
-            key = str(connection.tls.key_file) if connection.tls.key_file else None
-            context.load_cert_chain(str(connection.tls.cert_file), key)
+    context = tls_context(connection.tls) if connection.tls else None
+    if context is not None:
         client.tls_set_context(context)
     client.reconnect_delay_set(min_delay=1, max_delay=10)
+    client.on_connect_fail = _ConnectFailureLog(connection, context, client_id)
     # a broker that accepts TCP but never answers CONNACK is given up on as fast as a silent one
     client.connect_timeout = max(1.0, 1.5 * connection.keepalive_s - 1.0)
     return client
@@ -37,6 +38,59 @@ def paho_keepalive(keepalive_s: int) -> int:
     second: detection takes up to 2k + 1 s, so k = (1.5 K - 1) / 2.
     """
     return max(1, int((1.5 * keepalive_s - 1) / 2))
+
+
+def tls_context(tls: Tls) -> ssl.SSLContext:
+    """Server verification against the configured CA, TLS 1.2 or newer, optional client certificate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert_file:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    return context
+
+
+class _ConnectFailureLog:
+    """paho's connect-failure callback says nothing of the cause: find it out and log it when it changes."""
+
+    def __init__(self, connection: MqttConnection, context: ssl.SSLContext | None, client_id: str) -> None:
+        self.connection = connection
+        self.context = context
+        self.client_id = client_id
+        self.last_reason: str | None = None
+
+    def __call__(self, client: mqtt.Client, userdata: object) -> None:
+        reason = diagnose(self.connection.host, self.connection.port, self.context)
+        if reason != self.last_reason:
+            self.last_reason = reason
+            log.error("mqtt connection failed; retrying with backoff", client_id=self.client_id,
+                      host=self.connection.host, port=self.connection.port, tls=self.context is not None,
+                      reason=reason)
+
+
+def report_connect_failure(client: mqtt.Client) -> None:
+    """Log why a connection attempt failed (for drops before CONNACK, which paho does not report)."""
+    handler = client.on_connect_fail
+    if isinstance(handler, _ConnectFailureLog):
+        handler(client, None)
+
+
+def diagnose(host: str, port: int, context: ssl.SSLContext | None, timeout: float = 2.0) -> str:
+    """Why a connection fails: the TCP or TLS error as the OS and OpenSSL report it."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            if context is None:
+                return "TCP connects, but the broker did not accept the MQTT connection in time"
+            with context.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False) as tls:
+                tls.do_handshake()
+                try:
+                    tls.recv(1)  # TLS 1.3 reports a refused client certificate only on the first read
+                except TimeoutError:
+                    return "TLS is fine, but the broker did not accept the MQTT connection in time"
+                return "TLS is fine, but the broker closed the connection"
+    except ssl.SSLError as error:
+        return f"TLS: {error.reason or error}"
+    except OSError as error:
+        return f"network: {error}"
 
 
 def connect_properties(session_expiry_s: int) -> Properties:

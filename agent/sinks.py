@@ -17,7 +17,7 @@ import zmq
 
 from agent.config import ConsoleSinkConfig, JsonlSinkConfig, MqttSinkConfig, SinkConfig, ZmqSinkConfig
 from agent.events import SEVERITY_RANK, iso_time
-from agent.mqtt import connect_properties, make_client, paho_keepalive
+from agent.mqtt import connect_properties, make_client, paho_keepalive, report_connect_failure
 from agent.outbox import Outbox
 from sensors import topics
 
@@ -128,6 +128,8 @@ class MqttSink(Sink):
         if self.connected.is_set():
             log.warning("mqtt disconnected; events stay in the outbox", reason=str(reason))
             self._disconnected_at = time.monotonic()
+        else:  # dropped before CONNACK (e.g. a refused client certificate under TLS 1.3): say why
+            report_connect_failure(client)
         self.connected.clear()
         with self._lock:
             self._inflight.clear()

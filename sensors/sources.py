@@ -23,7 +23,7 @@ from agent.config import (
     SourceConfig,
     ZmqSourceConfig,
 )
-from agent.mqtt import connect_properties, make_client, paho_keepalive
+from agent.mqtt import connect_properties, make_client, paho_keepalive, report_connect_failure
 from sensors import topics
 
 log = structlog.get_logger(__name__)
@@ -78,6 +78,8 @@ class MqttSource(Source):
         def on_disconnect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
             if self.connected.is_set():
                 log.warning("mqtt source disconnected; reconnecting", reason=str(reason))
+            else:
+                report_connect_failure(client)
             self.connected.clear()
 
         def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
