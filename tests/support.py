@@ -44,6 +44,7 @@ class ProbeConfig(TaskConfig):
 
     threshold: float = Field(default=1.0, description="energy above which an alarm is raised")
     delay_s: float = Field(default=0.0, ge=0, description="extra time per item, to simulate a slow model")
+    fatal: bool = Field(default=False, description="end the worker thread on every item, to simulate a crash")
 
 
 class ProbeTask(Task):
@@ -70,6 +71,8 @@ class ProbeTask(Task):
             raise RejectedInput("probe takes raw frames only")
         if self.settings.delay_s:
             time.sleep(self.settings.delay_s)
+        if self.settings.fatal:
+            raise SystemExit("probe: simulated fatal error in the worker thread")
         (energy,) = self.model.run({"x": samples[None].astype(np.float32)})
         score = float(energy)
         if score <= self.settings.threshold:
