@@ -53,6 +53,7 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, manifest: Manifest, config: OnnxRuntimeConfig) -> None:
         import onnxruntime as ort
 
+        ort.disable_telemetry_events()  # an edge box in a factory phones nobody
         self.manifest = manifest
         wanted = choose_providers(config.providers, ort.get_available_providers())
         options = ort.SessionOptions()

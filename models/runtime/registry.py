@@ -7,13 +7,15 @@ from pathlib import Path
 from typing import Annotated, Union
 
 import numpy as np
+import structlog
 from pydantic import Field
 
-from models.runtime.base import Backend
+from models.runtime.base import Backend, BackendUnavailable
 from models.runtime.manifest import Manifest, load_manifest
 from models.runtime.onnxrt import OnnxRuntimeBackend, OnnxRuntimeConfig
 from models.runtime.tensorrt import TensorRTBackend, TensorRTConfig
 
+log = structlog.get_logger(__name__)
 BackendConfig = Annotated[Union[OnnxRuntimeConfig, TensorRTConfig], Field(discriminator="kind")]
 
 
@@ -37,7 +39,14 @@ def load_model(manifest_path: str | Path, config: OnnxRuntimeConfig | TensorRTCo
     config = config or OnnxRuntimeConfig()
     backend: Backend
     if isinstance(config, TensorRTConfig):
-        backend = TensorRTBackend(manifest, config)
+        try:
+            backend = TensorRTBackend(manifest, config)
+        except BackendUnavailable as error:
+            fallback = OnnxRuntimeConfig(providers=["tensorrt", "cuda", "cpu"], fp16=config.fp16,
+                                         engine_cache_dir=config.cache_dir / "onnxruntime")
+            backend = OnnxRuntimeBackend(manifest, fallback)
+            log.warning("native TensorRT backend unavailable; falling back to ONNX Runtime", model=manifest.name,
+                        asked="tensorrt", reason=str(error), used=backend.providers)
     else:
         backend = OnnxRuntimeBackend(manifest, config)
     return Model(manifest, backend)
