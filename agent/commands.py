@@ -18,6 +18,8 @@ from agent.config import AgentConfig, ConfigError, RecordingSourceConfig, load_c
 from agent.logs import configure_logging
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# a checkout first, then what `pip install` put under share/ (setup.cfg data_files)
+DEMO_CONFIGS = (REPO_ROOT / "config" / "demo.yaml", Path(sys.prefix) / "share" / "edge-agent" / "config" / "demo.yaml")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +41,7 @@ def demo(args: argparse.Namespace) -> int:
     """The agent on simulated factory streams, printing alerts; no broker needed."""
     from agent.daemon import Agent
 
-    path = args.config or REPO_ROOT / "config" / "demo.yaml"
+    path = args.config or next((p for p in DEMO_CONFIGS if p.exists()), DEMO_CONFIGS[0])
     state_dir = Path(tempfile.mkdtemp(prefix="edge-agent-demo-"))
     config = load_config(path, overrides={"state_dir": str(state_dir)})
     if args.all_events:
