@@ -108,8 +108,10 @@ defective; 20% of those have 2-3 defects.  Every frame is a function of (seed, s
 residual stages, widths 24-48-96, ~0.16 M parameters) gives an 8x8 grid of defect logits per
 tile (one cell per 8x8 pixels); the tile score is the maximum cell, the part score the maximum
 tile (max aggregation), and the stitched grids are the heat map whose peak locates the defect.
-Training: crops around painted defect pixels (anywhere in the crop) and good crops (half of
-them on busy pixels: walls, lumen, highlights, dust), 40% defect crops per batch (resampling),
+Training: crops around painted defect pixels (anywhere in the crop) and good crops (a quarter
+around known look-alikes, the dust specks the generator reports, as a team would collect hard
+negatives from false rejects; a quarter on busy pixels: walls, lumen, highlights; half anywhere),
+40% defect crops per batch (resampling),
 class-weighted BCE on the cells (positive weight 4) plus BCE on the tile maximum, flips,
 gain/offset and noise augmentation, AdamW with a one-cycle schedule.  Two starts, same seed:
 **random** initialisation, and **pretrained**: the backbone first learns to classify synthetic

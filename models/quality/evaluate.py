@@ -148,7 +148,9 @@ def write_results(folder: Path, variants: list[Variant], generator: PartGenerato
     for v in variants:
         natural = [r for r in v.rows if r["natural"]]
         curves[v.name] = {"truth": np.array([r["defective"] for r in natural]),
-                          "score": np.array([r["score"] for r in natural])}
+                          "score": np.array([r["score"] for r in natural]),
+                          "truth_all": np.array([r["defective"] for r in v.rows]),
+                          "score_all": np.array([r["score"] for r in v.rows])}
     roc_pr(curves, folder / "roc_pr.png")
     published = load_manifest(folder / "manifest.yaml").training.get("variant", variants[-1].name)
     chosen = next(v for v in variants if v.name == published)

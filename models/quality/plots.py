@@ -40,19 +40,19 @@ def learning_curves(summaries: list[dict[str, Any]], pretrain: list[dict[str, fl
 
 
 def roc_pr(curves: dict[str, dict[str, np.ndarray]], path: Path) -> Path:
-    """ROC and precision-recall curves of each variant on the held-out test split."""
+    """ROC (all held-out parts) and precision-recall (natural defect rate only) curves of each variant."""
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
     fig, (roc_axis, pr_axis) = plt.subplots(1, 2, figsize=(11, 4.5))
     for name, data in curves.items():
-        fpr, tpr, _ = roc_curve(data["truth"], data["score"])
+        fpr, tpr, _ = roc_curve(data["truth_all"], data["score_all"])
         precision, recall, _ = precision_recall_curve(data["truth"], data["score"])
         roc_axis.plot(fpr, tpr, label=f"{name} (AUC {auc(fpr, tpr):.4f})")
         pr_axis.plot(recall, precision, label=f"{name} (AUC {auc(recall, precision):.3f})")
     roc_axis.axvline(0.01, color="grey", ls=":", label="1% false rejects")
-    roc_axis.set(title="ROC (held-out test parts)", xlabel="false-reject rate", ylabel="defect recall",
+    roc_axis.set(title="ROC (held-out parts incl. extra defective)", xlabel="false-reject rate", ylabel="defect recall",
                  xscale="log", xlim=(1e-4, 1))
-    pr_axis.set(title="precision-recall (held-out test parts)", xlabel="recall", ylabel="precision")
+    pr_axis.set(title="precision-recall (held-out, natural 3% rate)", xlabel="recall", ylabel="precision")
     for axis in (roc_axis, pr_axis):
         axis.grid(alpha=0.3)
         axis.legend(loc="lower right")

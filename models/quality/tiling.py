@@ -55,10 +55,12 @@ class TileGeometry:
         """Stitch per-tile cell grids (N, c, c) into a frame heat map, max where tiles overlap."""
         height, width = max(shape[0], self.tile), max(shape[1], self.tile)
         heat = np.zeros((-(-height // self.cell), -(-width // self.cell)), dtype=np.float32)
-        size = cells.shape[-1]
-        for grid, y, x in zip(cells, ys // self.cell, xs // self.cell, strict=True):
-            view = heat[y : y + size, x : x + size]
-            np.maximum(view, grid[: view.shape[0], : view.shape[1]], out=view)
+        offsets = np.arange(cells.shape[-1])
+        rows = (ys // self.cell)[:, None, None] + offsets[None, :, None]
+        cols = (xs // self.cell)[:, None, None] + offsets[None, None, :]
+        rows, cols = np.broadcast_arrays(rows, cols)
+        inside = (rows < heat.shape[0]) & (cols < heat.shape[1])
+        np.maximum.at(heat, (rows[inside], cols[inside]), cells[inside])
         return heat
 
     def peak_and_box(self, heat: np.ndarray, level: float) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
