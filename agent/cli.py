@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 from pathlib import Path
 
 from agent import __version__
@@ -47,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name, help=help_text, description=help_text,
             epilog="example:\n  " + EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter)
-        sub.set_defaults(handler=lambda args: _call(handler_path, args))
+        sub.set_defaults(handler=lambda args: _call(handler_path, args), command=name)
         return sub
 
     run = command("run", "Run the agent daemon (systemd: Type=notify).", "agent.commands:run")
@@ -120,11 +119,12 @@ def _call(path: str, args: argparse.Namespace) -> int:
         return result
     except KeyboardInterrupt:
         return 130
-    except Exception as error:  # a command's failure is reported in one line, not a traceback
+    except Exception as error:  # configuration and model errors in one clear message, not a traceback
         from agent.config import ConfigError
+        from models.runtime import BackendUnavailable, ManifestError
 
-        if isinstance(error, ConfigError):
-            print(textwrap.indent(str(error), ""), file=sys.stderr)
+        if isinstance(error, (ConfigError, ManifestError, BackendUnavailable)):
+            print(f"edge-agent {args.command}: {error}", file=sys.stderr)
             return 1
         raise
 

@@ -158,6 +158,7 @@ class ZmqSinkConfig(Strict):
 
     kind: Literal["zmq"]
     endpoint: str = Field(description="e.g. tcp://0.0.0.0:5557")
+    topic_prefix: str = Field(default=DEFAULT_PREFIX, description="first topic level of every topic frame")
     send_hwm: int = Field(default=10_000, ge=1, description="send high-water mark")
 
 

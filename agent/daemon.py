@@ -81,6 +81,7 @@ class Agent:
         self.reload_requested = threading.Event()
         self.exit_code = 0
         self.loop_beat = time.monotonic()
+        self._last_report: tuple[float, dict[str, int]] = (self.loop_beat, {})
         self.restart_times: list[float] = []
         self.zmq_context: zmq.Context[Any] = zmq.Context()
         self.reporter = RejectionReporter(self.emit)
@@ -239,6 +240,11 @@ class Agent:
 
     def report_stats(self) -> dict[str, Any]:
         snapshot = self.stats.snapshot()
+        now = time.monotonic()
+        elapsed = max(1e-3, now - self._last_report[0])
+        for name, sensor in snapshot["sensors"].items():
+            sensor["rate_per_s"] = round((sensor["received"] - self._last_report[1].get(name, 0)) / elapsed, 2)
+        self._last_report = (now, {name: s["received"] for name, s in snapshot["sensors"].items()})
         snapshot["queues"] = {name: len(worker.queue) for name, worker in self.workers.items()}
         snapshot["sinks"] = {sink.name: sink.stats() for sink in self.sinks if sink.stats()}
         snapshot["models"] = self.model_versions()

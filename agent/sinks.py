@@ -223,14 +223,14 @@ class ZmqSink(Sink):
         self.socket.setsockopt(zmq.SNDHWM, config.send_hwm)
         self.socket.setsockopt(zmq.LINGER, 1000)
         self.socket.bind(config.endpoint)
+        self.prefix = config.topic_prefix
         self._lock = threading.Lock()  # zmq sockets are not thread-safe; workers share this sink
 
     def send(self, item: Outgoing) -> None:
         with self._lock:
-            self.socket.send_multipart([item.topic(topics.DEFAULT_PREFIX).encode(), item.payload])
+            self.socket.send_multipart([item.topic(self.prefix).encode(), item.payload])
             if item.attachment is not None:
-                self.socket.send_multipart([item.attachment_topic(topics.DEFAULT_PREFIX).encode(),
-                                            item.attachment])
+                self.socket.send_multipart([item.attachment_topic(self.prefix).encode(), item.attachment])
 
     def close(self) -> None:
         self.socket.close()
