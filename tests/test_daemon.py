@@ -194,3 +194,27 @@ class TestAbsentBroker:
             code = daemon.stop()
             broker.stop()
         assert code == 0, daemon.log()
+
+
+class TestStatusTopic:
+    def test_retained_online_then_last_will_offline_after_sigkill(self, tmp_path: Path, notify: NotifySocket) -> None:
+        """The status topic says online while the agent runs; the broker publishes the will when it dies."""
+        from tests.test_agent_integration import subscriber
+
+        broker = Broker(tmp_path, free_port()).start()
+        config = zmq_config(tmp_path, free_port())
+        config["sinks"] = [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port}]
+        daemon = Daemon(tmp_path, config, notify)
+        try:
+            assert notify.wait_for("READY=1", 30), daemon.log()
+            client, received = subscriber(broker.port, "edge/test-device/status")
+            first = received.get(timeout=10)
+            assert json.loads(first.payload)["state"] == "online" and first.retain
+            daemon.process.send_signal(signal.SIGKILL)
+            daemon.process.wait(10)
+            last = received.get(timeout=10)
+            while json.loads(last.payload)["state"] != "offline":
+                last = received.get(timeout=10)
+            client.loop_stop()
+        finally:
+            broker.stop()
