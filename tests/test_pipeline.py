@@ -126,6 +126,25 @@ class TestDispatcher:
         assert snapshot["undecodable"] + sum(s["received"] for s in snapshot["sensors"].values()) == 1
 
 
+class TestIsolation:
+    @settings(max_examples=50, deadline=None)
+    @given(st.lists(st.one_of(st.binary(max_size=120), st.integers(0, 2**32 - 1)), min_size=1, max_size=30))
+    def test_bad_input_never_disturbs_another_sensors_stream(self, noise: list[bytes | int]) -> None:
+        """Garbage and corrupted copies interleaved with a good stream leave that stream whole: no gap, no loss."""
+        dispatcher, stats, _ = TestDispatcher().make()
+        for seq, item in enumerate(noise):
+            good = encode(vibration_chunk("good", seq, 1.0, samples=10))
+            if isinstance(item, int):  # a corrupted copy of a message of another sensor
+                other = bytearray(encode(vibration_chunk("other", seq, 1.0, samples=10)))
+                other[item % len(other)] ^= 1 + item % 255
+                dispatcher.submit(bytes(other))
+            else:
+                dispatcher.submit(item)
+            dispatcher.submit(good)
+        good_stats = stats.snapshot()["sensors"]["good"]
+        assert good_stats["received"] == len(noise) and good_stats["gaps"] == 0 and good_stats["rejected"] == 0
+
+
 class TestRejectionReporter:
     def test_suppressed_count_is_reported_with_the_next_report(self, tmp_path: Path) -> None:
         """After the interval, the next report says how many were suppressed meanwhile."""
