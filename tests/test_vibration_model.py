@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="training-side tests need the `train` extra (torch)")
+from models.runtime import Model, load_model
+from models.vibration.dataset import DAY_S, FleetConfig, MachineRun, machine_data
+from models.vibration.lstm_scorer import LstmAutoencoderScorer
+from models.vibration.monitor import Normaliser
+from models.vibration.scorers import make_scorer
+from sensors.simulate.vibration import Acquisition, FaultSpec, RunSpec, make_fleet
 
-from models.vibration.export import ExportMismatch, check_export, export_onnx  # noqa: E402
-from models.vibration.network import LstmAutoencoder, NetworkConfig  # noqa: E402
-from models.vibration.train import TrainConfig, train_autoencoder  # noqa: E402
+if TYPE_CHECKING:
+    from models.vibration.network import LstmAutoencoder
+
+MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "vibration"
+requires_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                    reason="training-side tests need the `train` extra (torch)")
 
 
 def tiny_sequences(count: int = 96, length: int = 6, features: int = 5, seed: int = 0) -> np.ndarray:
@@ -25,13 +36,20 @@ def tiny_sequences(count: int = 96, length: int = 6, features: int = 5, seed: in
     )
 
 
+@requires_torch
 class TestTraining:
     def test_a_few_epochs_reduce_the_loss(self) -> None:
         """A few epochs on tiny data give finite losses and end below where they started."""
+        import torch
+
+        from models.vibration.network import NetworkConfig
+        from models.vibration.train import TrainConfig, train_autoencoder
+
         torch.set_num_threads(1)
         network = NetworkConfig(n_features=5, hidden_size=16, latent_size=4)
         config = TrainConfig(epochs=6, batch_size=16, learning_rate=1e-2, input_noise=0.0)
-        model, history = train_autoencoder(tiny_sequences(), network, config, seed=1, log=lambda _: None)
+        model, history = train_autoencoder(tiny_sequences(), tiny_sequences(count=32, seed=9), network, config,
+                                           seed=1, log=lambda _: None)
         assert np.all(np.isfinite(history.train)) and np.all(np.isfinite(history.validation))
         assert history.train[-1] < history.train[0]
         assert min(history.validation) < history.validation[0]
@@ -41,23 +59,32 @@ class TestTraining:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[LstmAutoencoder, Path]:
     """A small untrained autoencoder and its ONNX export."""
+    import torch
+
+    from models.vibration.export import export_onnx
+    from models.vibration.network import LstmAutoencoder, NetworkConfig
+
     torch.manual_seed(3)
     model = LstmAutoencoder(NetworkConfig(n_features=5, hidden_size=12, latent_size=3)).eval()
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "model.onnx", sequence_length=6)
     return model, path
 
 
+@requires_torch
 class TestExport:
     @pytest.mark.parametrize("batch", [1, 7])
     def test_onnx_runtime_gives_the_pytorch_outputs(self, exported: tuple[LstmAutoencoder, Path],
                                                     batch: int) -> None:
         """ONNX Runtime reproduces PyTorch's reconstruction and error for any batch size."""
         import onnxruntime as ort
+        import torch
+
+        from models.vibration.export import check_export
 
         model, path = exported
         sequences = np.random.default_rng(batch).normal(size=(batch, 6, 5)).astype(np.float32)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        reconstruction, error = session.run(["reconstruction", "error"], {"sequences": sequences})
+        reconstruction, error = session.run(["reconstruction", "step_error"], {"sequences": sequences})
         with torch.no_grad():
             expected_reconstruction, expected_error = model(torch.from_numpy(sequences))
         np.testing.assert_allclose(reconstruction, expected_reconstruction.numpy(), rtol=1e-5, atol=1e-6)
@@ -66,8 +93,79 @@ class TestExport:
 
     def test_check_export_rejects_a_different_model(self, exported: tuple[LstmAutoencoder, Path]) -> None:
         """check_export raises when the ONNX file does not hold the model it is compared with."""
+        import torch
+
+        from models.vibration.export import ExportMismatch, check_export
+        from models.vibration.network import LstmAutoencoder, NetworkConfig
+
         _, path = exported
         torch.manual_seed(4)
         other = LstmAutoencoder(NetworkConfig(n_features=5, hidden_size=12, latent_size=3))
         with pytest.raises(ExportMismatch):
             check_export(other, path, np.ones((2, 6, 5), dtype=np.float32))
+
+
+@pytest.fixture(scope="module")
+def committed_model() -> Iterator[Model]:
+    """The committed vibration model, run by ONNX Runtime."""
+    model = load_model(MODEL_DIR / "manifest.yaml")
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="module")
+def outer_race_run() -> tuple[np.ndarray, np.ndarray]:
+    """Normalised features of one simulated machine: 3 healthy days, then an outer-race fault."""
+    machine = make_fleet(1, seed=11, prefix="unit")[0]
+    run = RunSpec(duration_s=4 * DAY_S, fault=FaultSpec("outer_race", 3 * DAY_S, 4 * DAY_S, initial=0.1),
+                  acquisition=Acquisition("snapshots", 1.0, 1200.0))
+    data = machine_data(MachineRun(machine, run, seed=5), cache_dir=None)
+    names = FleetConfig().feature_names
+    normaliser = Normaliser(names)
+    normaliser.fit(data.features[:120])
+    return normaliser(data.features), data.days
+
+
+class TestLstmScorer:
+    def test_a_fault_scores_above_every_healthy_sequence(self, committed_model: Model,
+                                                         outer_race_run: tuple[np.ndarray, np.ndarray]) -> None:
+        """On one machine, sequences from the faulty days score above all of its healthy ones."""
+        normal, days = outer_race_run
+        scorer = make_scorer("lstm_ae", committed_model)
+        assert isinstance(scorer, LstmAutoencoderScorer)
+        length = scorer.sequence_length
+        scorer.fit(normal[:120])
+        healthy = [scorer.score(normal[i - length + 1:i + 1]) for i in range(120, len(days)) if days[i] < 3.0]
+        faulty = [scorer.score(normal[i - length + 1:i + 1]) for i in range(length - 1, len(days))
+                  if days[i - length + 1] >= 3.5]
+        assert len(healthy) > 50 and faulty
+        assert min(faulty) > max(healthy)
+        assert abs(float(np.median(healthy))) < 2.0
+
+    def test_state_round_trip_gives_the_same_scores(self, committed_model: Model,
+                                                   outer_race_run: tuple[np.ndarray, np.ndarray]) -> None:
+        """A scorer restored from another's state scores like the one that learnt it."""
+        normal, _ = outer_race_run
+        learnt, restored = LstmAutoencoderScorer(committed_model), LstmAutoencoderScorer(committed_model)
+        learnt.fit(normal[:120])
+        restored.load_state(learnt.state())
+        window = normal[-learnt.sequence_length:]
+        assert restored.score(window) == learnt.score(window)
+
+    def test_state_of_another_model_version_is_refused(self, committed_model: Model,
+                                                       outer_race_run: tuple[np.ndarray, np.ndarray]) -> None:
+        """Baseline statistics learnt with another model version are rejected, not silently reused."""
+        scorer = LstmAutoencoderScorer(committed_model)
+        scorer.fit(outer_race_run[0][:120])
+        with pytest.raises(ValueError, match="model version"):
+            scorer.load_state({**scorer.state(), "model_version": "0.0.0-other"})
+
+    def test_bad_shapes_are_rejected(self, committed_model: Model) -> None:
+        """A baseline shorter than a sequence, or a history of the wrong shape, raises ValueError."""
+        scorer = LstmAutoencoderScorer(committed_model)
+        features = len(committed_model.manifest.preprocessing["feature_names"])
+        with pytest.raises(ValueError, match="baseline"):
+            scorer.fit(np.zeros((scorer.sequence_length, features)))
+        scorer.fit(np.random.default_rng(0).normal(size=(40, features)))
+        with pytest.raises(ValueError, match="shape"):
+            scorer.score(np.zeros((scorer.sequence_length, features + 1)))

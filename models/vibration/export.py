@@ -11,7 +11,7 @@ import torch
 from models.vibration.network import LstmAutoencoder
 
 INPUT_NAME = "sequences"
-OUTPUT_NAMES = ("reconstruction", "error")
+OUTPUT_NAMES = ("reconstruction", "step_error")
 
 
 class ExportMismatch(RuntimeError):
@@ -44,8 +44,8 @@ def check_export(
     model: LstmAutoencoder,
     path: str | Path,
     sequences: np.ndarray,
-    rtol: float = 1e-5,
-    atol: float = 1e-6,
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
 ) -> float:
     """Run ``sequences`` through PyTorch and the ONNX file; return the largest difference or raise."""
     import onnxruntime as ort

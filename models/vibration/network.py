@@ -17,6 +17,10 @@ class NetworkConfig:
     hidden_size: int = 32
     latent_size: int = 8
     num_layers: int = 1
+    #: inputs are clamped to +-input_clip (z-score units) so one sensor artefact (a dropout edge, a
+    #: missed spike: z of 100 and more) cannot dominate a sequence; a fault still saturates many
+    #: features in every window, which is what the error picks up
+    input_clip: float = 8.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,11 +44,17 @@ class LstmAutoencoder(nn.Module):
         self.to_features = nn.Linear(config.hidden_size, config.n_features)
 
     def forward(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map (batch, time, features) to its reconstruction and each sequence's mean squared error."""
-        _, (hidden, _) = self.encoder(sequences)
+        """Map (batch, time, features) to the reconstruction of the clamped input and its squared
+        error per time step (batch, time), averaged over features."""
+        clipped = self.clip(sequences)
+        _, (hidden, _) = self.encoder(clipped)
         latent = torch.tanh(self.to_latent(hidden[-1]))
         seed = self.from_latent(latent).unsqueeze(1).expand(-1, sequences.shape[1], -1)
         decoded, _ = self.decoder(seed)
         reconstruction = self.to_features(decoded)
-        error = ((reconstruction - sequences) ** 2).mean(dim=(1, 2))
-        return reconstruction, error
+        step_error = ((reconstruction - clipped) ** 2).mean(dim=2)
+        return reconstruction, step_error
+
+    def clip(self, sequences: torch.Tensor) -> torch.Tensor:
+        """The input as the network sees it (clamped to +-input_clip)."""
+        return sequences.clamp(-self.config.input_clip, self.config.input_clip)

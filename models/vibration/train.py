@@ -5,14 +5,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
+from models.runtime import Manifest, write_manifest
+from models.runtime.manifest import TensorSpec
+from models.vibration.dataset import FleetConfig, MachineData, fleet_data
+from models.vibration.export import INPUT_NAME, OUTPUT_NAMES, check_export, export_onnx
+from models.vibration.monitor import MonitorSettings, Normaliser
 from models.vibration.network import LstmAutoencoder, NetworkConfig
+
+#: monitor settings recorded in the manifest's thresholds: the alarm logic the evaluation used
+THRESHOLD_SETTINGS = ("threshold_quantile", "threshold_margin", "ewma_alpha", "k", "n", "clear_ratio",
+                      "clear_windows", "baseline_windows")
 
 
 @dataclass
@@ -23,7 +36,6 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
-    validation_share: float = 0.2
     #: std of Gaussian noise added to inputs only (denoising), so the net learns the healthy manifold
     input_noise: float = 0.05
 
@@ -36,36 +48,29 @@ class History:
     validation: list[float] = field(default_factory=list)
 
 
-def split(sequences: np.ndarray, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffle sequences and split off ``share`` of them for validation."""
-    order = rng.permutation(len(sequences))
-    cut = round(len(sequences) * (1.0 - share))
-    return sequences[order[:cut]], sequences[order[cut:]]
-
-
 def mean_loss(model: LstmAutoencoder, sequences: torch.Tensor, batch_size: int) -> float:
     """Mean reconstruction error over ``sequences`` without gradients."""
     model.eval()
     total = 0.0
     with torch.no_grad():
         for start in range(0, len(sequences), batch_size):
-            _, error = model(sequences[start:start + batch_size])
-            total += float(error.sum())
+            _, step_error = model(sequences[start:start + batch_size])
+            total += float(step_error.mean(dim=1).sum())
     return total / max(len(sequences), 1)
 
 
 def train_autoencoder(
-    sequences: np.ndarray,
+    train: np.ndarray,
+    validation: np.ndarray,
     network: NetworkConfig,
     config: TrainConfig,
     seed: int,
-    log: Any = print,
+    log: Callable[[str], object] = print,
 ) -> tuple[LstmAutoencoder, History]:
     """Fit an autoencoder to (n, time, features) healthy sequences; returns the best-validation model."""
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    train_part, validation_part = split(sequences.astype(np.float32), config.validation_share, rng)
-    train_x, validation_x = torch.from_numpy(train_part), torch.from_numpy(validation_part)
+    train_x = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32))
+    validation_x = torch.from_numpy(np.ascontiguousarray(validation, dtype=np.float32))
     model = LstmAutoencoder(network)
     optimiser = torch.optim.Adam(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -81,7 +86,7 @@ def train_autoencoder(
             target = train_x[order[start:start + config.batch_size]]
             noisy = target + config.input_noise * torch.randn(target.shape, generator=generator)
             reconstruction, _ = model(noisy)
-            loss = ((reconstruction - target) ** 2).mean()
+            loss = ((reconstruction - model.clip(target)) ** 2).mean()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -118,3 +123,114 @@ def plot_learning_curves(history: History, path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+
+@dataclass
+class RunConfig:
+    """Everything ``train.yaml`` sets: data, network, optimiser, output."""
+
+    seed: int
+    fleet: FleetConfig
+    sequence_length: int
+    network: dict[str, int]
+    training: TrainConfig
+    #: the last machines of the fleet, whose sequences give the validation loss only
+    validation_machines: int
+    output_dir: Path
+    name: str
+    version: str
+    cache_dir: Path | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        """Read the YAML file; lists become the tuples the dataclasses expect."""
+        raw = yaml.safe_load(path.read_text())
+        fleet: dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value
+                                 for key, value in raw.pop("fleet").items()}
+        cache = raw.pop("cache_dir", None)
+        return cls(fleet=FleetConfig(**fleet), training=TrainConfig(**raw.pop("training")),
+                   output_dir=Path(raw.pop("output_dir")), cache_dir=Path(cache) if cache else None, **raw)
+
+
+def machine_sequences(data: MachineData, names: list[str], settings: MonitorSettings, length: int) -> np.ndarray:
+    """Every ``length``-long run of normalised, healthy feature vectors of one machine.
+
+    The normalisation is the monitor's own, learnt from the machine's first baseline windows, so the
+    network sees what the scorer is given at run time.
+    """
+    normaliser = Normaliser(names, settings.scale_floor)
+    normaliser.fit(data.features[: settings.baseline_windows])
+    healthy = normaliser(data.features[data.healthy])
+    windows = np.lib.stride_tricks.sliding_window_view(healthy, length, axis=0)
+    return np.ascontiguousarray(windows.transpose(0, 2, 1), dtype=np.float32)
+
+
+def fleet_sequences(config: RunConfig, settings: MonitorSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Healthy sequences of the training fleet: (training machines', validation machines')."""
+    train: list[np.ndarray] = []
+    validation: list[np.ndarray] = []
+    cut = config.fleet.machines - config.validation_machines
+    for index, data in enumerate(fleet_data(config.fleet, config.cache_dir)):
+        part = machine_sequences(data, config.fleet.feature_names, settings, config.sequence_length)
+        (train if index < cut else validation).append(part)
+        print(f"{data.machine_id}: {len(part)} healthy sequences", flush=True)
+    return np.concatenate(train), np.concatenate(validation)
+
+
+def write_model(model: LstmAutoencoder, config: RunConfig, config_path: Path, settings: MonitorSettings,
+                check: np.ndarray) -> Path:
+    """Export to ONNX, verify it against PyTorch, and write the manifest beside it."""
+    out = config.output_dir
+    onnx_path = export_onnx(model, out / "model.onnx", config.sequence_length)
+    worst = check_export(model, onnx_path, check)
+    print(f"ONNX Runtime matches PyTorch (max abs difference {worst:.2e})")
+    length, count = config.sequence_length, model.config.n_features
+    manifest = Manifest(
+        name=config.name,
+        task="vibration",
+        version=config.version,
+        inputs=[TensorSpec(name=INPUT_NAME, shape=["batch", length, count])],
+        outputs=[TensorSpec(name=OUTPUT_NAMES[0], shape=["batch", length, count]),
+                 TensorSpec(name=OUTPUT_NAMES[1], shape=["batch", length])],
+        preprocessing={
+            "feature_names": config.fleet.feature_names,
+            "sequence_length": length,
+            "normalisation": "per machine: z-scores over its baseline windows, log scale for positive features "
+                             "(models.vibration.monitor.Normaliser)",
+            "spike_removal": True,
+        },
+        postprocessing={"score": "z-score of the log reconstruction error against the machine's baseline "
+                                 "(models.vibration.lstm_scorer.LstmAutoencoderScorer)"},
+        thresholds={key: float(getattr(settings, key)) for key in THRESHOLD_SETTINGS},
+        report="README.md",
+        training={"command": f"python -m models.vibration.train --config {config_path}", "seed": config.seed,
+                  "network": model.config.as_dict(), "fleet": asdict(config.fleet)},
+    )
+    return write_manifest(manifest, out / "manifest.yaml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("models/vibration/train.yaml"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    config = RunConfig.load(args.config)
+    settings = MonitorSettings()
+    started = time.monotonic()
+    train, validation = fleet_sequences(config, settings)
+    print(f"{len(train)} training and {len(validation)} validation sequences "
+          f"({time.monotonic() - started:.0f} s)", flush=True)
+    network = NetworkConfig(n_features=train.shape[2], **config.network)
+    model, history = train_autoencoder(train, validation, network, config.training, config.seed,
+                                       log=lambda line: print(line, flush=True))
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    plot_learning_curves(history, config.output_dir / "learning_curves.png")
+    check = validation[np.random.default_rng(config.seed).choice(len(validation), 64, replace=False)]
+    manifest = write_model(model, config, args.config, settings, check)
+    print(f"wrote {manifest} ({time.monotonic() - started:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
