@@ -119,8 +119,8 @@ def outer_race_run() -> tuple[np.ndarray, np.ndarray]:
     machine = make_fleet(1, seed=11, prefix="unit")[0]
     run = RunSpec(duration_s=4 * DAY_S, fault=FaultSpec("outer_race", 3 * DAY_S, 4 * DAY_S, initial=0.1),
                   acquisition=Acquisition("snapshots", 1.0, 1200.0))
-    data = machine_data(MachineRun(machine, run, seed=5), cache_dir=None)
     names = FleetConfig().feature_names
+    data = machine_data(MachineRun(machine, run, seed=5), cache_dir=None, names=names)
     normaliser = Normaliser(names)
     normaliser.fit(data.features[:120])
     return normaliser(data.features), data.days

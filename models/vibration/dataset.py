@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from models.vibration import features as features_module
-from models.vibration.features import FeatureSettings, feature_names, prepare_windows
+from models.vibration.features import (
+    SELECTED_FEATURES,
+    FeatureSettings,
+    column_index,
+    feature_names,
+    prepare_windows,
+)
 from sensors.simulate import vibration as simulator_module
 from sensors.simulate.vibration import (
     FAULT_KINDS,
@@ -53,8 +59,8 @@ class FleetConfig:
 
     @property
     def feature_names(self) -> list[str]:
-        """Flat feature names of every machine's feature vectors."""
-        return feature_names(self.channels)
+        """Flat names of the monitored features: those tsfresh selected, as the agent's default."""
+        return feature_names(self.channels, SELECTED_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -137,8 +143,9 @@ def simulate_features(entry: MachineRun) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(times), np.concatenate(rows)
 
 
-def machine_data(entry: MachineRun, cache_dir: Path | None) -> MachineData:
-    """A machine's features, read from ``cache_dir`` when this exact run was simulated before."""
+def machine_data(entry: MachineRun, cache_dir: Path | None, names: list[str] | None = None) -> MachineData:
+    """A machine's features (``names``, default all), read from ``cache_dir`` when this exact run was
+    simulated before (the cache holds every feature)."""
     path = cache_dir / f"{entry.machine.machine_id}-{_cache_key(entry)}.npz" if cache_dir else None
     if path is not None and path.is_file():
         with np.load(path) as cached:
@@ -152,7 +159,7 @@ def machine_data(entry: MachineRun, cache_dir: Path | None) -> MachineData:
     return MachineData(
         machine_id=entry.machine.machine_id,
         days=times / DAY_S,
-        features=values,
+        features=values if names is None else values[:, column_index(entry.machine.channels, names)],
         fault=fault.kind if fault else None,
         onset_day=fault.onset_s / DAY_S if fault else None,
         failure_day=fault.failure_s / DAY_S if fault else None,
@@ -160,7 +167,7 @@ def machine_data(entry: MachineRun, cache_dir: Path | None) -> MachineData:
 
 
 def fleet_data(config: FleetConfig, cache_dir: Path | None) -> Iterator[MachineData]:
-    """Every machine of the fleet, simulated (or read from the cache) one at a time."""
+    """Every machine of the fleet with its monitored features, simulated (or read from the cache) one at a time."""
     for entry in fleet_runs(config):
-        yield machine_data(entry, cache_dir)
+        yield machine_data(entry, cache_dir, config.feature_names)
 

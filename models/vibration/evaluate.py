@@ -4,9 +4,11 @@
     python -m models.vibration.evaluate --fleet validation  # the fleet used for tuning
 
 Each machine's snapshots go through :class:`models.vibration.monitor.MachineMonitor` (the agent's own
-normalisation, threshold and alarm logic) once per scorer.  Reported per scorer: detection delay after
-fault onset, faults missed, false alarms per machine-day on healthy stretches, and the median delay as a
-share of the onset-to-failure time; plus a PNG grid of score over time per machine and a JSON file.
+normalisation, threshold and alarm logic) once per scorer, with the monitor settings recorded in the
+model's manifest (``thresholds``; ``--agent-defaults`` uses MonitorSettings() instead).  Reported per
+scorer: detection delay after fault onset, faults missed, false alarms per machine-day on healthy
+stretches, and the median delay as a share of the onset-to-failure time; plus a PNG grid of score
+over time per machine and a JSON file.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from models.runtime import Model, load_model
+from models.runtime import Model, load_manifest, load_model
 from models.vibration.dataset import DAY_S, FleetConfig, MachineData, fleet_data
 from models.vibration.monitor import MachineMonitor, MonitorSettings
 from models.vibration.scorers import SCORERS, Scorer, make_scorer
@@ -133,19 +135,19 @@ def summarise(results: list[MachineResult]) -> dict[str, Any]:
 
 def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
     """The side-by-side table of the model card."""
-    def number(value: float | None, digits: int = 2) -> str:
-        return "-" if value is None else f"{value:.{digits}f}"
+    def number(value: float | None, digits: int = 2, scale: float = 1.0) -> str:
+        return "-" if value is None else f"{scale * value:.{digits}f}"
 
     lines = ["| scorer | faults detected | missed | false alarms (per machine-day) | median delay (days) "
              "| max delay (days) | median delay / (onset to failure) | max delay share |",
              "|---|---|---|---|---|---|---|---|"]
     for method, s in summaries.items():
-        rate = s["false_alarms_per_machine_day"]
-        lines.append(
-            f"| {method} | {s['detected']}/{s['faulty']} | {len(s['missed'])} | {s['false_alarms']} "
-            f"({number(rate, 4)}) | {number(s['median_delay_days'])} | {number(s['max_delay_days'])} "
-            f"| {number(None if s['median_delay_share'] is None else 100 * s['median_delay_share'], 1)} % "
-            f"| {number(None if s['max_delay_share'] is None else 100 * s['max_delay_share'], 1)} % |")
+        cells = [method, f"{s['detected']}/{s['faulty']}", str(len(s["missed"])),
+                 "-" if s["false_alarms"] is None else
+                 f"{s['false_alarms']} ({number(s['false_alarms_per_machine_day'], 4)})",
+                 number(s["median_delay_days"]), number(s["max_delay_days"]),
+                 f"{number(s['median_delay_share'], 1, 100)} %", f"{number(s['max_delay_share'], 1, 100)} %"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -193,6 +195,21 @@ def scorer_factories(methods: list[str], manifest: Path) -> tuple[dict[str, Call
     return {method: functools.partial(make_scorer, method, model) for method in methods}, model
 
 
+def monitor_settings(base: dict[str, float], overrides: list[str]) -> MonitorSettings:
+    """MonitorSettings from ``base`` (e.g. a manifest's thresholds), then FIELD=VALUE overrides."""
+    fields = MonitorSettings.__dataclass_fields__
+    values: dict[str, float] = dict(base)
+    for item in overrides:
+        key, _, value = item.partition("=")
+        values[key] = float(value)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise SystemExit(f"not MonitorSettings fields: {', '.join(unknown)}")
+    typed: dict[str, Any] = {key: int(value) if fields[key].type == "int" else value
+                             for key, value in values.items()}
+    return MonitorSettings(**typed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fleet", choices=sorted(FLEETS), default="test")
@@ -200,8 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
     parser.add_argument("--out", type=Path, default=Path("models/vibration/evaluation"))
     parser.add_argument("--cache-dir", type=Path, default=Path("build/vibration-cache"))
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="override a MonitorSettings field (for tuning on the validation fleet)")
+    parser.add_argument("--agent-defaults", action="store_true",
+                        help="start from MonitorSettings() instead of the manifest's thresholds")
+    parser.add_argument("--no-plots", action="store_true", help="write the JSON and the table only")
     args = parser.parse_args(argv)
-    fleet, settings = FLEETS[args.fleet], MonitorSettings()
+    base = {} if args.agent_defaults else load_manifest(args.manifest).thresholds
+    fleet, settings = FLEETS[args.fleet], monitor_settings(base, args.set)
     factories, model = scorer_factories(args.methods, args.manifest)
     results: dict[str, list[MachineResult]] = {method: [] for method in args.methods}
     started = time.monotonic()
@@ -213,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                           for m, r in results.items()) + f"  [{time.monotonic() - started:.0f} s]", flush=True)
     summaries = {method: summarise(items) for method, items in results.items()}
     args.out.mkdir(parents=True, exist_ok=True)
-    for method, items in results.items():
+    for method, items in ([] if args.no_plots else results.items()):
         plot_grid(items, args.out / f"{args.fleet}_{method}.png", f"{method} on the {args.fleet} fleet")
     report = {
         "fleet": {"name": args.fleet, **asdict(fleet)},

@@ -25,7 +25,7 @@ from models.vibration.network import LstmAutoencoder, NetworkConfig
 
 #: monitor settings recorded in the manifest's thresholds: the alarm logic the evaluation used
 THRESHOLD_SETTINGS = ("threshold_quantile", "threshold_margin", "ewma_alpha", "k", "n", "clear_ratio",
-                      "clear_windows", "baseline_windows")
+                      "clear_windows", "baseline_windows", "scale_floor")
 
 
 @dataclass
@@ -141,6 +141,8 @@ class RunConfig:
     name: str
     version: str
     cache_dir: Path | None = None
+    #: MonitorSettings overrides for the normalisation the network is trained on (e.g. scale_floor)
+    monitor: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = RunConfig.load(args.config)
-    settings = MonitorSettings()
+    settings = MonitorSettings(**config.monitor)
     started = time.monotonic()
     train, validation = fleet_sequences(config, settings)
     print(f"{len(train)} training and {len(validation)} validation sequences "
