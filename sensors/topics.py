@@ -1,4 +1,4 @@
-"""The MQTT topic layout (also used as ZeroMQ PUB/SUB topic frames); documented in docs/events.md.
+"""The MQTT topic layout (also ZeroMQ PUB/SUB topic frames); docs/events.md and docs/wire-format.md document it.
 
     {prefix}/sensors/{kind}/{sensor_id}           sensor input (wire-format bytes)
     {prefix}/{device}/events/{task}/{type}        events (JSON), one topic per task and type

@@ -26,11 +26,14 @@ def free_port() -> int:
 class Broker:
     """A Mosquitto process the test owns: it can be killed, paused and restarted on the same port."""
 
-    def __init__(self, directory: Path, port: int, extra_config: str = "") -> None:
+    def __init__(self, directory: Path, port: int, extra_config: str = "", persistent: bool = False) -> None:
         self.port = port
         self.config = directory / f"mosquitto-{port}.conf"
+        # persistent: sessions and queued messages saved after every change, as a plant's broker would
+        persistence = (f"persistence true\npersistence_location {directory}/\nautosave_interval 1\n"
+                       "autosave_on_changes true\n") if persistent else "persistence false\n"
         self.config.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"
             f"max_queued_messages 100000\n{extra_config}"
         )
         self.log = directory / f"mosquitto-{port}.log"

@@ -18,6 +18,7 @@ import zmq
 
 from agent.config import MqttSinkConfig
 from agent.daemon import current_rss_mb
+from agent.mqtt import connect_properties
 from agent.sinks import MqttSink
 from sensors.wire import Kind, SensorMessage, encode
 from tests.conftest import Broker, free_port
@@ -46,11 +47,15 @@ class Collector:
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"collector-{port}",
                                   protocol=mqtt.MQTTv5)
+        self.subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 2)
-        self.client.connect_async("127.0.0.1", port, 5)
+        # a persistent session: what arrives while the collector reconnects is queued for it
+        self.client.connect_async("127.0.0.1", port, 5, clean_start=False, properties=connect_properties(3600))
         self.client.loop_start()
+        self.subscribed.wait(10)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self.lock:
@@ -95,7 +100,7 @@ def jsonl_ids(path: Path) -> list[str]:
 class TestBrokerKilled:
     def test_events_produced_while_the_broker_is_down_all_arrive(self, tmp_path: Path) -> None:
         """SIGKILL the broker mid-stream, restart it: every event arrives, in order, duplicates share ids."""
-        broker = Broker(tmp_path, free_port()).start()
+        broker = Broker(tmp_path, free_port(), persistent=True).start()
         model = write_energy_model(tmp_path / "model")
         inbound = free_port()
         running = RunningAgent(agent_config(

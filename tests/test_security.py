@@ -88,11 +88,14 @@ class TestSecretsStayOutOfLogs:
             "sinks": [{"kind": "mqtt", "port": 1, "username": "u", "password": {"file": str(tmp_path / "password")}}],
             "tasks": {}})
         configure_logging("debug", "json")
-        agent = Agent(config)
-        agent.start()
-        time.sleep(2.5)  # connection attempts fail and are logged
-        stats = agent.report_stats()
-        agent.stop()
+        try:
+            agent = Agent(config)
+            agent.start()
+            time.sleep(2.5)  # connection attempts fail and are logged
+            stats = agent.report_stats()
+            agent.stop()
+        finally:
+            structlog.reset_defaults()
         output = capsys.readouterr().out
         assert "mqtt connection failed" in output
         assert secret not in output and secret not in json.dumps(stats) and secret not in repr(config)
