@@ -32,7 +32,7 @@ from models.vibration.scorers import SCORERS, Scorer, make_scorer
 #: the held-out fleet (never used for training or tuning) and the validation fleet used for tuning
 FLEETS = {
     "test": FleetConfig(machines=20, seed=2026, prefix="test", days=(30.0, 40.0)),
-    "validation": FleetConfig(machines=12, seed=77, prefix="val", days=(30.0, 40.0)),
+    "validation": FleetConfig(machines=24, seed=77, prefix="val", days=(30.0, 40.0)),
 }
 DEFAULT_MANIFEST = Path("models/vibration/manifest.yaml")
 
