@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from models.runtime import Model, load_model
-from models.vibration.dataset import DAY_S, FleetConfig, MachineRun, machine_data
+from models.vibration.dataset import DAY_S, FleetConfig, MachineRun, fleet_runs, machine_data
+from models.vibration.evaluate import MachineResult, summarise
 from models.vibration.lstm_scorer import LstmAutoencoderScorer
 from models.vibration.monitor import Normaliser
 from models.vibration.scorers import make_scorer
@@ -169,3 +170,60 @@ class TestLstmScorer:
         scorer.fit(np.random.default_rng(0).normal(size=(40, features)))
         with pytest.raises(ValueError, match="shape"):
             scorer.score(np.zeros((scorer.sequence_length, features + 1)))
+
+
+def machine_result(active: list[bool], onset_day: float | None, failure_day: float | None = None) -> MachineResult:
+    """A result on one snapshot a day, days 0..n-1, whose baseline ended on day 1."""
+    days = np.arange(len(active), dtype=float)
+    return MachineResult("m", "test", "outer_race" if onset_day is not None else None, onset_day, failure_day,
+                         learn_end_day=1.0, days=days, excess=np.zeros(len(days)), active=np.array(active))
+
+
+class TestEvaluationMetrics:
+    def test_delay_is_from_onset_to_the_first_alarm_on(self) -> None:
+        """The delay runs from the onset to the first snapshot at or after it with the alarm on."""
+        result = machine_result([False] * 6 + [True] * 4, onset_day=4.0, failure_day=9.0)
+        assert result.delay_days == 2.0
+        assert result.delay_share == pytest.approx(2.0 / 5.0)
+        assert result.false_alarms == 0
+        assert result.healthy_days == 3.0
+
+    def test_alarms_before_onset_are_false_and_counted_per_raise(self) -> None:
+        """Each raise before the onset is one false alarm; one still on at onset also detects it."""
+        result = machine_result([False, False, True, False, True, True, True], onset_day=5.0)
+        assert result.false_alarms == 2
+        assert result.delay_days == 0.0
+
+    def test_a_fault_without_alarm_after_onset_is_missed(self) -> None:
+        """No alarm on or after the onset means a miss (no delay), whatever happened before."""
+        result = machine_result([False, True, False, False, False], onset_day=3.0)
+        summary = summarise([result])
+        assert result.delay_days is None and summary["missed"] == ["m"] and summary["detected"] == 0
+        assert summary["false_alarms"] == 1
+
+    def test_healthy_machines_give_false_alarm_rate_per_day(self) -> None:
+        """On a healthy machine every raise is false, over the days after the baseline."""
+        results = [machine_result([False, True, True, False, True, False], onset_day=None),
+                   machine_result([False] * 6, onset_day=None)]
+        summary = summarise(results)
+        assert summary["false_alarms"] == 2
+        assert summary["healthy_machine_days"] == 8.0
+        assert summary["false_alarms_per_machine_day"] == pytest.approx(0.25)
+        assert summary["faulty"] == 0 and summary["median_delay_share"] is None
+
+
+class TestFleet:
+    def test_fleet_is_deterministic_with_the_configured_share_of_faults(self) -> None:
+        """The same config gives the same fleet; faults go to the configured share, kinds in turn, after
+        the baseline and before the end of life."""
+        config = FleetConfig(machines=9, seed=3, faulty_share=1 / 3)
+        runs = fleet_runs(config)
+        assert runs == fleet_runs(config)
+        faults = [entry.run.fault for entry in runs if entry.run.fault is not None]
+        assert [fault.kind for fault in faults] == ["outer_race", "inner_race", "rolling_element"]
+        for entry in runs:
+            life_days = entry.run.duration_s / DAY_S
+            assert config.days[0] <= life_days <= config.days[1]
+            if entry.run.fault is not None:
+                assert entry.run.fault.failure_s == entry.run.duration_s
+                assert 0.4 * entry.run.duration_s <= entry.run.fault.onset_s <= 0.7 * entry.run.duration_s
