@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, save
@@ -241,12 +242,14 @@ class TestBackendUnavailable:
         with pytest.raises(BackendUnavailable, match=r"tensorrt.*pip install 'edge-agent\[tensorrt\]'"):
             TensorRTBackend(load_manifest(tiny_model), TensorRTConfig())
 
-    @pytest.mark.skipif(TRT_PRESENT, reason="tensorrt is installed here; this pins the message where it is not")
-    def test_registry_passes_it_on(self, tiny_model: Path, tmp_path: Path) -> None:
-        """load_model with a tensorrt config raises BackendUnavailable for the caller to fall back on."""
-        with pytest.raises(BackendUnavailable, match=r"JETSON\.md"):
-            load_model(tiny_model, TensorRTConfig(cache_dir=tmp_path / "cache"))
-        assert not (tmp_path / "cache").exists()
+    @pytest.mark.skipif(TRT_PRESENT, reason="tensorrt is installed here; this pins the fallback where it is not")
+    def test_registry_falls_back_to_onnxruntime_and_says_why(self, tiny_model: Path, tmp_path: Path) -> None:
+        """load_model with a tensorrt config runs on ONNX Runtime instead, with the reason in the warning."""
+        with structlog.testing.capture_logs() as logs:
+            model = load_model(tiny_model, TensorRTConfig(cache_dir=tmp_path / "cache"))
+        warning = next(e for e in logs if e["event"].startswith("native TensorRT backend unavailable"))
+        assert "JETSON.md" in warning["reason"] and warning["used"][-1] == "CPUExecutionProvider"
+        model.close()
 
 
 @contextmanager
