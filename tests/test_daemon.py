@@ -76,9 +76,15 @@ class Daemon:
         return [line for line in lines if line.get("event") == name]
 
     def stop(self) -> int:
+        """SIGTERM and wait; a daemon that does not stop in 30 s is killed (and the test fails on its code)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
+        try:
+            return self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            return -signal.SIGKILL
 
 
 @pytest.fixture
