@@ -115,14 +115,15 @@ def committed_model() -> Iterator[Model]:
 
 
 @pytest.fixture(scope="module")
-def outer_race_run() -> tuple[np.ndarray, np.ndarray]:
-    """Normalised features of one simulated machine: 3 healthy days, then an outer-race fault."""
+def outer_race_run(committed_model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """Features of one simulated machine, normalised as the model expects: 3 healthy days, then an
+    outer-race fault."""
     machine = make_fleet(1, seed=11, prefix="unit")[0]
     run = RunSpec(duration_s=4 * DAY_S, fault=FaultSpec("outer_race", 3 * DAY_S, 4 * DAY_S, initial=0.1),
                   acquisition=Acquisition("snapshots", 1.0, 1200.0))
     names = FleetConfig().feature_names
     data = machine_data(MachineRun(machine, run, seed=5), cache_dir=None, names=names)
-    normaliser = Normaliser(names)
+    normaliser = Normaliser(names, committed_model.manifest.thresholds["scale_floor"])
     normaliser.fit(data.features[:120])
     return normaliser(data.features), data.days
 
