@@ -63,7 +63,7 @@ def roc_pr(curves: dict[str, dict[str, np.ndarray]], path: Path) -> Path:
 
 
 def gallery(cases: list[dict[str, Any]], path: Path, columns: int = 6) -> Path:
-    """Failure cases: crops with the true defect box (green) and the heat-map peak (red cross)."""
+    """Failure cases: crops with the true defect box (green) and the heat-map peak (red cross, if in view)."""
     rows = max(-(-len(cases) // columns), 1)
     fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.7 * rows), squeeze=False)
     for axis in axes.ravel():
@@ -72,7 +72,10 @@ def gallery(cases: list[dict[str, Any]], path: Path, columns: int = 6) -> Path:
         axis.imshow(case["crop"], cmap="gray", vmin=0, vmax=255)
         for x0, y0, x1, y1 in case["boxes"]:
             axis.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="lime", lw=1))
-        axis.plot(*case["peak"], "r+", ms=10)
+        size = case["crop"].shape
+        if 0 <= case["peak"][0] < size[1] and 0 <= case["peak"][1] < size[0]:
+            axis.plot(*case["peak"], "r+", ms=10)
+        axis.set(xlim=(-0.5, size[1] - 0.5), ylim=(size[0] - 0.5, -0.5))
         axis.set_title(case["title"], fontsize=7)
     if not cases:
         axes[0, 0].text(0.5, 0.5, "no failures", ha="center")
