@@ -65,6 +65,18 @@ class TestTraining:
         np.testing.assert_allclose(onnx_cells, torch_cells.numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(onnx_tile, onnx_cells.reshape(5, -1).max(axis=1), rtol=1e-6)
 
+    def test_training_is_reproducible_from_the_seed(self, sampler: CropSampler) -> None:
+        """Two runs with the same seeds end with identical weights (one command reproduces the model)."""
+        states = []
+        for _ in range(2):
+            torch.manual_seed(3)
+            net = TileNet(NetworkConfig([8, 16, 32]))
+            again = CropSampler(sampler.bank, sampler.geometry, positive_fraction=0.5, seed=9, hard_fraction=0.25)
+            fit(net, again, again.batch(8, augment=False), FitConfig(steps=3, batch=8, eval_every=3), "repro")
+            states.append(net.state_dict())
+        for name, tensor in states[0].items():
+            torch.testing.assert_close(tensor, states[1][name], rtol=0, atol=0)
+
     def test_pretraining_runs_and_returns_backbone_weights(self) -> None:
         """Pretraining on synthetic shapes returns weights that load into the tile network's backbone."""
         weights, history = pretrain_backbone(NetworkConfig([8, 16, 32]), steps=3, batch=len(SHAPES) * 2,
