@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model, model_validator
 
+import models
 from agent.tasks import task_types
 from models.runtime import BackendConfig, OnnxRuntimeConfig
 from sensors.topics import DEFAULT_PREFIX
@@ -247,10 +248,14 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ag
 
 
 def resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
-    """Relative model paths are relative to the config file; relative output files to the state dir."""
+    """Relative model paths are relative to the config file's folder or, failing that, to the folder that
+    holds the installed ``models`` package (so ``models/vibration`` names the shipped model both in a
+    checkout and after ``pip install``); relative output files are relative to the state dir."""
+    shipped = Path(models.__file__).resolve().parent.parent
     for _, task in config.tasks:
         if task is not None and task.model is not None and not task.model.is_absolute():
-            task.model = (base / task.model).resolve()
+            near = (base / task.model).resolve()
+            task.model = near if near.exists() or not (shipped / task.model).exists() else shipped / task.model
     for sink in config.sinks:
         if isinstance(sink, JsonlSinkConfig) and not sink.path.is_absolute():
             sink.path = config.state_dir / sink.path

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,10 @@ class MachineConfig(BaseModel):
                                    description="known shaft speed, Hz (default: the task's, or estimated)")
 
 
+MONITOR_FIELDS = ("baseline_windows", "folds", "ewma_alpha", "threshold_quantile", "threshold_margin", "k", "n",
+                  "clear_ratio", "clear_windows", "update_interval_s", "score_cap", "scale_floor")
+
+
 class VibrationConfig(TaskConfig):
     """Settings of the vibration task."""
 
@@ -75,8 +80,12 @@ class VibrationConfig(TaskConfig):
     ewma_alpha: float = Field(default=0.3, gt=0, le=1, description="smoothing of the score (1 = none)")
     threshold_quantile: float = Field(default=0.99, gt=0.5, lt=1,
                                       description="quantile of the smoothed baseline scores the threshold starts from")
-    threshold_margin: float = Field(default=1.5, ge=1, le=100,
-                                    description="threshold = median + margin x (quantile - median) of baseline scores")
+    threshold_margin: float = Field(default=2.0, ge=1, le=100,
+                                    description="threshold = median + margin x (quantile - median) of baseline scores "
+                                                "(2.0: the smallest without false alarms on the validation fleet)")
+    scale_floor: float = Field(default=0.002, gt=0, le=10,
+                               description="floor under each feature's baseline spread (normalised units), so a "
+                                           "near-constant feature cannot turn tiny drifts into huge z-scores")
     k: int = Field(default=3, ge=1, le=1000, description="raise when k of the last n windows exceed the threshold")
     n: int = Field(default=5, ge=1, le=1000, description="see k")
     clear_ratio: float = Field(default=0.7, ge=0, le=1,
@@ -124,12 +133,14 @@ class VibrationConfig(TaskConfig):
                              "(e.g. models/vibration/manifest.yaml) or choose a shallow scorer")
         return self
 
-    def monitor_settings(self) -> MonitorSettings:
-        return MonitorSettings(
-            baseline_windows=self.baseline_windows, folds=self.folds, ewma_alpha=self.ewma_alpha,
-            threshold_quantile=self.threshold_quantile, threshold_margin=self.threshold_margin, k=self.k,
-            n=self.n, clear_ratio=self.clear_ratio, clear_windows=self.clear_windows,
-            update_interval_s=self.update_interval_s, score_cap=self.score_cap)
+    def monitor_settings(self, validated: Mapping[str, float] | None = None) -> MonitorSettings:
+        """The monitor's settings; those the config leaves unset come from ``validated`` (the model
+        manifest's ``thresholds``: what the model was evaluated with) where it has them."""
+        values: dict[str, Any] = {name: getattr(self, name) for name in MONITOR_FIELDS}
+        for name, value in (validated or {}).items():
+            if name in values and name not in self.model_fields_set:
+                values[name] = type(values[name])(value)
+        return MonitorSettings(**values)
 
 
 @dataclass
@@ -213,7 +224,9 @@ class VibrationTask(Task):
         machine = self.machines.get(sensor)
         if machine is not None and machine.monitor.fingerprint == fingerprint and machine.monitor.names == names:
             return machine
-        monitor = MachineMonitor(sensor, names, self._new_scorer, self.settings.monitor_settings(), fingerprint)
+        validated = self.model.manifest.thresholds if self.model is not None else None
+        monitor = MachineMonitor(sensor, names, self._new_scorer, self.settings.monitor_settings(validated),
+                                 fingerprint)
         note = "new machine"
         if machine is not None:
             note = "the stream's sample rate, window or channels changed"
