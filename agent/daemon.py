@@ -22,7 +22,7 @@ import structlog
 import zmq
 
 from agent import __version__, systemd
-from agent.config import AgentConfig, ConfigError, load_config
+from agent.config import AgentConfig, load_config
 from agent.events import EventDraft, dumps, finalize
 from agent.pipeline import Dispatcher, RejectionReporter, TaskWorker
 from agent.sinks import Outgoing, Sink, make_sink
@@ -264,7 +264,7 @@ class Agent:
         try:
             config = load_config(self.config_path)
             tasks = {task.name: task for task in self._build_tasks(config)}
-        except (ConfigError, Exception) as error:  # a bad reload must never take the agent down
+        except Exception as error:  # a bad config or model must never take the running agent down
             log.error("reload refused; keeping the running configuration", error=str(error))
             systemd.ready()
             return False
