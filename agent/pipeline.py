@@ -36,15 +36,19 @@ class BoundedQueue:
         self.items: collections.deque[SensorMessage] = collections.deque()
         self.maxlen = maxlen
         self.ready = threading.Condition()
+        self.waiting_putters = 0
 
     def put(self, item: SensorMessage, wait: bool = False) -> SensorMessage | None:
         """Append; when full, evict the oldest item, or with ``wait`` block until there is room."""
         with self.ready:
             while wait and len(self.items) >= self.maxlen:
+                self.waiting_putters += 1
                 self.ready.wait(0.1)
+                self.waiting_putters -= 1
             evicted = self.items.popleft() if len(self.items) >= self.maxlen else None
             self.items.append(item)
-            self.ready.notify_all()
+            if len(self.items) == 1:  # only a consumer facing an empty queue can be waiting
+                self.ready.notify()
             return evicted
 
     def get(self, timeout: float) -> SensorMessage | None:
@@ -52,7 +56,8 @@ class BoundedQueue:
             if not self.items:
                 self.ready.wait(timeout)
             item = self.items.popleft() if self.items else None
-            self.ready.notify_all()
+            if self.waiting_putters:
+                self.ready.notify_all()
             return item
 
     def __len__(self) -> int:

@@ -60,7 +60,9 @@ class Windower:
             if not len(self.buffer) and not self.skip:
                 # nothing pending: time restarts from this chunk (snapshot streams jump between chunks)
                 self.buffer_start_ns = message.timestamp_ns
-            self.buffer = np.concatenate((self.buffer, chunk))
+                self.buffer = chunk  # decoded arrays are read-only, so windows may view them directly
+            else:
+                self.buffer = np.concatenate((self.buffer, chunk))
         if self.skip:
             dropped = min(self.skip, len(self.buffer))
             self._advance(dropped)

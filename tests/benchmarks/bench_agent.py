@@ -326,7 +326,7 @@ def run() -> dict[str, Any]:
     configure_logging("warning")
     folder = Path(tempfile.mkdtemp())
     results = {
-        "inference_heavy": inference(matmul_model(folder / "heavy", layers=8, width=1024, rows=16), calls=200),
+        "inference_heavy": inference(matmul_model(folder / "heavy", layers=20, width=1024, rows=16), calls=150),
         "inference_tiny": inference(matmul_model(folder / "tiny", layers=1, width=16, rows=4), calls=5000),
         "mqtt_ingest": mqtt_ingest(20_000),
         "zmq_ingest": zmq_ingest(50_000),
