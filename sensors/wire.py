@@ -21,6 +21,7 @@ import numpy as np
 MAGIC = b"EAGW"
 VERSION = 1
 HEADER = struct.Struct("<4sBBBBQqdHHB3xI")  # 44 bytes, little-endian
+SHAPES = [struct.Struct(f"<{ndim}I") for ndim in range(5)]  # shape dims, by ndim (at most MAX_NDIM)
 CRC = struct.Struct("<I")
 MAX_SENSOR_ID = 64
 MAX_META = 4096
@@ -167,7 +168,7 @@ def decode(buffer: bytes | bytearray | memoryview, max_payload: int = DEFAULT_MA
     if zlib.crc32(view[: expected - CRC.size]) != crc:
         raise WireError("crc32 mismatch: the message was corrupted")
     offset = HEADER.size
-    shape = struct.unpack_from(f"<{ndim}I", view, offset)
+    shape = SHAPES[ndim].unpack_from(view, offset)
     offset += 4 * ndim
     sensor_id = _sensor_id(bytes(view[offset : offset + sid_len]))
     offset += sid_len
@@ -236,10 +237,19 @@ def _dtype_code(dtype: np.dtype[Any]) -> DType:
 
 
 def _sensor_id(raw: bytes) -> str:
+    known = _KNOWN_SENSOR_IDS.get(raw)  # a plant has a fixed set of sensors: validate each id once
+    if known is not None:
+        return known
     try:
-        return check_sensor_id(raw.decode("ascii"))
+        sensor_id = check_sensor_id(raw.decode("ascii"))
     except UnicodeDecodeError:
         raise WireError(f"sensor id {raw!r} is not ASCII") from None
+    if len(_KNOWN_SENSOR_IDS) < 65_536:
+        _KNOWN_SENSOR_IDS[raw] = sensor_id
+    return sensor_id
+
+
+_KNOWN_SENSOR_IDS: dict[bytes, str] = {}
 
 
 def _meta(raw: bytes) -> dict[str, Any]:
@@ -334,6 +344,8 @@ def _payload(kind: Kind, encoding: Encoding, dtype: DType, shape: tuple[int, ...
 
 
 def _all_finite(array: np.ndarray) -> bool:
+    if array.size <= 4096:  # small: the element-wise check is cheaper than setting up errstate
+        return bool(np.isfinite(array).all())
     # a float64 sum is finite iff every sample is, unless float64 samples near the limit overflow it;
     # only then is the slower element-wise check needed
     with np.errstate(all="ignore"):
