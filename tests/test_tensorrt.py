@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from models.runtime import BackendUnavailable, load_model
 from models.runtime import tensorrt as trt_backend
+from models.runtime.files import write_bytes_atomic
 from models.runtime.manifest import Manifest, TensorSpec, load_manifest, write_manifest
 from models.runtime.tensorrt import (
     TensorRTBackend,
@@ -40,7 +41,6 @@ from models.runtime.tensorrt import (
     fits,
     profile_shapes,
     sanitise,
-    write_bytes_atomic,
 )
 from tests import fake_tensorrt
 

@@ -13,9 +13,7 @@ machines without either; ``tests/gpu/check_tensorrt.py`` checks the rest on a GP
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +25,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.runtime.base import Backend, BackendUnavailable
+from models.runtime.files import write_bytes_atomic
 from models.runtime.manifest import file_sha256
 
 if TYPE_CHECKING:
@@ -86,22 +85,6 @@ def engine_cache_key(model_sha256: str, trt_version: str, gpu_name: str, fp16: b
 
 def engine_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"{key}.engine"
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write through a temporary file in the same folder and os.replace: readers never see half an engine."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def profile_shapes(spec: TensorSpec, config: TensorRTConfig) -> Profile:
