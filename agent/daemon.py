@@ -246,6 +246,7 @@ class Agent:
             sensor["rate_per_s"] = round((sensor["received"] - self._last_report[1].get(name, 0)) / elapsed, 2)
         self._last_report = (now, {name: s["received"] for name, s in snapshot["sensors"].items()})
         snapshot["queues"] = {name: len(worker.queue) for name, worker in self.workers.items()}
+        snapshot["sources"] = {f"{index}-{source.name}": source.stats() for index, source in enumerate(self.sources)}
         snapshot["sinks"] = {sink.name: sink.stats() for sink in self.sinks if sink.stats()}
         snapshot["models"] = self.model_versions()
         snapshot["rss_mb"] = round(current_rss_mb(), 1)

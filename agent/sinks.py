@@ -22,6 +22,7 @@ from agent.outbox import Outbox
 from sensors import topics
 
 log = structlog.get_logger(__name__)
+CLOSE_DRAIN_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,8 @@ class MqttSink(Sink):
                 "last_reconnect_s": self.last_connect_s}
 
     def close(self) -> None:
+        if self.connected.is_set():
+            self.drain(CLOSE_DRAIN_S)  # what cannot go now stays in the outbox for the next start
         self._stop.set()
         self._wake.set()
         self._pump_thread.join(5)
