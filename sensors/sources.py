@@ -29,6 +29,7 @@ from sensors import topics
 log = structlog.get_logger(__name__)
 Deliver = Callable[[bytes], None]
 ZMQ_OVERHEAD = 64 * 1024  # header, sensor id and meta on top of the largest payload
+DRAIN_BATCH = 1000  # messages taken per poll, so that a stop request is still seen promptly
 
 
 class Source(abc.ABC):
@@ -158,9 +159,13 @@ class ZmqSource(Source):
         while not self.stop.is_set():
             if not poller.poll(100):
                 continue
-            frames = self.socket.recv_multipart(copy=True)
-            self.messages += 1
-            deliver(frames[-1])
+            for _ in range(DRAIN_BATCH):  # take what is queued without polling for each message
+                try:
+                    frames = self.socket.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.messages += 1
+                deliver(frames[-1])
 
     def close(self) -> None:
         self.stop.set()
