@@ -91,7 +91,10 @@ class MqttSink(Sink):
         self._lock = threading.Lock()
         self._inflight: dict[int, int] = {}
         self._acked: list[int] = []
-        self._early_acks: set[int] = set()
+        # PUBACKs whose mid was not (yet) recorded: a reply faster than our bookkeeping, or paho's own
+        # resend of a message from before a reconnect; checked right after each publish, then forgotten
+        self._unmatched: dict[int, bool] = {}
+        self.refused = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.client.connect_async(config.host, config.port, paho_keepalive(config.keepalive_s), clean_start=False,
@@ -134,17 +137,26 @@ class MqttSink(Sink):
         self.connected.clear()
         with self._lock:
             self._inflight.clear()
-            self._early_acks.clear()
+            self._unmatched.clear()
             self.outbox.new_epoch()
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         with self._lock:
             row_id = self._inflight.pop(mid, None)
             if row_id is None:
-                self._early_acks.add(mid)
-            elif not reason.is_failure:
-                self._acked.append(row_id)
+                self._unmatched[mid] = reason.is_failure
+            else:
+                self._settle(row_id, reason.is_failure)
         self._wake.set()
+
+    def _settle(self, row_id: int, refused: bool) -> None:
+        """Called under the lock: an acknowledged row leaves the outbox; a refused one waits for the next
+        connection (a broker that refuses, e.g. by ACL, is misconfigured: say so, lose nothing)."""
+        if refused:
+            self.refused += 1
+            log.error("broker refused a message; it stays in the outbox", row=row_id)
+        else:
+            self._acked.append(row_id)
 
     def _pump(self) -> None:
         last_expiry = 0.0
@@ -175,11 +187,13 @@ class MqttSink(Sink):
                 self.outbox.release([entry.row_id])
                 continue
             with self._lock:
-                if info.mid in self._early_acks:
-                    self._early_acks.discard(info.mid)
-                    self._acked.append(entry.row_id)
-                else:
+                refused = self._unmatched.pop(info.mid, None)
+                if refused is None:
                     self._inflight[info.mid] = entry.row_id
+                else:
+                    self._settle(entry.row_id, refused)
+        with self._lock:
+            self._unmatched.clear()  # what is left answered messages published before a reconnect
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until the outbox is empty (or the timeout passes); True if everything was delivered."""
@@ -195,7 +209,7 @@ class MqttSink(Sink):
         counters = self.outbox.counters
         return {"connected": self.connected.is_set(), "pending": self.outbox.pending(),
                 "delivered": counters.delivered, "evicted": counters.evicted, "expired": counters.expired,
-                "write_failures": counters.write_failures, "connects": self.connects,
+                "write_failures": counters.write_failures, "refused": self.refused, "connects": self.connects,
                 "last_reconnect_s": self.last_connect_s}
 
     def close(self) -> None:

@@ -99,53 +99,73 @@ def jsonl_ids(path: Path) -> list[str]:
 
 class TestBrokerKilled:
     def test_events_produced_while_the_broker_is_down_all_arrive(self, tmp_path: Path) -> None:
-        """SIGKILL the broker mid-stream, restart it: every event arrives, in order, duplicates share ids."""
+        """SIGKILL the broker mid-stream, restart it: every event produced meanwhile arrives, in order.
+
+        Events the broker acknowledged just before it was killed are its responsibility (QoS 1 ends at
+        PUBACK, and Mosquitto does not fsync each message); those are counted apart and reported. The
+        agent's own guarantee is checked in full: nothing stays unacknowledged in its outbox.
+        """
         broker = Broker(tmp_path, free_port(), persistent=True).start()
         model = write_energy_model(tmp_path / "model")
         inbound = free_port()
+        events = tmp_path / "events.jsonl"
         running = RunningAgent(agent_config(
             tmp_path / "state", model, [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{inbound}"}],
             [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port, "keepalive_s": 2},
-             {"kind": "jsonl", "path": str(tmp_path / "events.jsonl")}]))
+             {"kind": "jsonl", "path": str(events)}]))
+        sink = running.agent.sinks[0]
+        assert isinstance(sink, MqttSink)
         collector = Collector(broker.port)
         push = zmq.Context.instance().socket(zmq.PUSH)
         push.connect(f"tcp://127.0.0.1:{inbound}")
-        reconnects = []
+        reconnects: list[float] = []
+        around_kill: set[str] = set()
+        while_down: set[str] = set()
+        seq = 0
+
+        def send(count: int, spacing_s: float) -> None:
+            nonlocal seq
+            for _ in range(count):
+                push.send(encode(vibration_chunk("pump-1", seq, 3.0)))
+                seq += 1
+                time.sleep(spacing_s)
+
         try:
             time.sleep(0.5)
-            seq = 0
             for round_number in range(BROKER_KILL_ROUNDS):
-                for _ in range(20):
-                    push.send(encode(vibration_chunk("pump-1", seq, 3.0)))
-                    seq += 1
-                    time.sleep(0.02)
-                broker.kill()
-                for _ in range(20):  # produced while the broker is down
-                    push.send(encode(vibration_chunk("pump-1", seq, 3.0)))
-                    seq += 1
-                    time.sleep(0.02)
+                collector.wait_for(set(jsonl_ids(events)) - around_kill, 30)  # the collector is caught up
+                before = set(jsonl_ids(events))
+                send(15, 0.02)
+                send(5, 0.0)
+                broker.kill()  # while the last events are being processed and published
+                time.sleep(0.3)
+                around_kill |= set(jsonl_ids(events)) - before
+                before = set(jsonl_ids(events))
+                send(20, 0.02)
                 time.sleep(1.0 + round_number % 4)
+                while_down |= set(jsonl_ids(events)) - before
                 started = time.monotonic()
                 broker.start()
-                sink = running.agent.sinks[0]
-                assert isinstance(sink, MqttSink)
                 while not sink.connected.is_set() and time.monotonic() - started < 30:
                     time.sleep(0.02)
                 reconnects.append(time.monotonic() - started)
-            produced = set(jsonl_ids(tmp_path / "events.jsonl"))
+            produced = set(jsonl_ids(events))
             assert len(produced) == seq
-            missing = collector.wait_for(produced, 60)
+            missing = collector.wait_for(produced - around_kill, 60)
+            lost_by_broker = around_kill - set(collector.ids())
+            assert sink.drain(10), "events left unacknowledged in the outbox"
         finally:
             push.close(0)
             running.stop()
             collector.close()
             broker.stop()
         duplicates = len(collector.ids()) - len(set(collector.ids()))
-        record_figure("broker_kill", {"rounds": BROKER_KILL_ROUNDS, "events": seq, "lost": len(missing),
-                                      "duplicates": duplicates,
-                                      "reconnect_p50_s": round(float(np.percentile(reconnects, 50)), 2),
-                                      "reconnect_p99_s": round(float(np.percentile(reconnects, 99)), 2)})
-        assert not missing, f"{len(missing)} events lost"
+        record_figure("broker_kill", {
+            "rounds": BROKER_KILL_ROUNDS, "events": seq, "produced_while_down": len(while_down),
+            "lost": len(missing), "acknowledged_then_lost_in_the_broker_crash": len(lost_by_broker),
+            "duplicates": duplicates, "reconnect_p50_s": round(float(np.percentile(reconnects, 50)), 2),
+            "reconnect_p99_s": round(float(np.percentile(reconnects, 99)), 2)})
+        assert while_down and not missing, f"{len(missing)} events lost"
         assert per_topic_order_kept(collector.events)
 
 
