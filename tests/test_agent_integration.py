@@ -116,6 +116,27 @@ class TestMqttEndToEnd:
         sensors.loop_stop()
 
 
+class TestAttachments:
+    def test_jpeg_attachment_goes_to_its_image_topic(self, tmp_path: Path, broker: Broker) -> None:
+        """An event's attachment (a defect crop) is published as JPEG bytes under the event's id."""
+        from agent.config import MqttSinkConfig
+        from agent.events import EventDraft, dumps, finalize
+        from agent.sinks import MqttSink, Outgoing
+
+        client, received = subscriber(broker.port, "edge/line-1/images/#")
+        sink = MqttSink(MqttSinkConfig(kind="mqtt", host="127.0.0.1", port=broker.port), "line-1", tmp_path)
+        try:
+            event = finalize(EventDraft("part_inspected", "cam-1", time.time_ns(), "alarm"), "line-1", "quality")
+            jpeg = b"\xff\xd8\xff\xe0fake-crop\xff\xd9"
+            sink.send(Outgoing(event, dumps(event), jpeg))
+            message = received.get(timeout=10)
+        finally:
+            sink.close()
+            client.loop_stop()
+        assert message.topic == f"edge/line-1/images/quality/{event['event_id']}"
+        assert message.payload == jpeg
+
+
 class TestZmqEndToEnd:
     def test_push_to_agent_and_events_on_pub(self, tmp_path: Path, model: Path) -> None:
         """Sensor bytes pushed over ZeroMQ come out as events on the agent's PUB socket."""

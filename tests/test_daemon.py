@@ -111,8 +111,10 @@ def push(port: int, sensor: str, seqs: range, amplitude: float) -> None:
 
 
 class TestNotifyAndSignals:
-    def test_ready_watchdog_and_clean_sigterm(self, tmp_path: Path, notify: NotifySocket) -> None:
-        """READY comes once started, WATCHDOG pings follow, SIGTERM drains and exits 0 with STOPPING."""
+    @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+    def test_ready_watchdog_and_clean_stop(self, tmp_path: Path, notify: NotifySocket,
+                                           stop_signal: signal.Signals) -> None:
+        """READY comes once started, WATCHDOG pings follow; SIGTERM or SIGINT drains and exits 0 with STOPPING."""
         port = free_port()
         daemon = Daemon(tmp_path, zmq_config(tmp_path, port), notify)
         try:
@@ -123,6 +125,7 @@ class TestNotifyAndSignals:
             while not (tmp_path / "events.jsonl").exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
         finally:
+            daemon.process.send_signal(stop_signal)
             code = daemon.stop()
         assert code == 0, daemon.log()
         assert notify.wait_for("STOPPING=1", 1)
