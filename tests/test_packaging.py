@@ -22,17 +22,20 @@ class TestRuntimeImports:
             "from agent.config import load_config\n"
             "from agent.daemon import Agent\n"
             "config = load_config(DEMO_CONFIGS[0], overrides={'state_dir': tempfile.mkdtemp()})\n"
+            "vibration = config.tasks.vibration.model_copy(update={'scorer': 'lstm_ae', 'model': "
+            "DEMO_CONFIGS[0].parents[1] / 'models' / 'vibration'})\n"
+            "config = config.model_copy(update={'tasks': config.tasks.model_copy(update={'vibration': vibration})})\n"
             "agent = Agent(config)\n"
             "agent.start()\n"
             "agent.stop()\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'tsfresh', 'sklearn', 'matplotlib', "
             "'pandas'})\n"
-            "print('loaded tasks:', sorted(agent.workers))\n"
+            "print('loaded tasks:', sorted(agent.workers), agent.model_versions())\n"
             "assert not bad, bad\n"
         )
         result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr[-2000:]
-        assert "'quality'" in result.stdout and "'vibration'" in result.stdout
+        assert "'quality'" in result.stdout and "vibration-lstm-ae@" in result.stdout
 
 
 class TestHelp:
