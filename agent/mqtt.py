@@ -31,6 +31,17 @@ def make_client(connection: MqttConnection, client_id: str) -> mqtt.Client:
     return client
 
 
+def stop_client(client: mqtt.Client) -> None:
+    """Disconnect, stop the network thread and close every socket the client holds.
+
+    paho-mqtt 2.2 keeps the socket pair that ``loop_start`` opens until the client object is
+    garbage-collected; a long-running agent that reconnects or reloads should not wait for that.
+    """
+    client.disconnect()
+    client.loop_stop()
+    client._reset_sockets(sockpair_only=True)
+
+
 def paho_keepalive(keepalive_s: int) -> int:
     """The keepalive to give paho so that a silent broker is noticed within 1.5 x ``keepalive_s``.
 

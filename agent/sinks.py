@@ -17,7 +17,7 @@ import zmq
 
 from agent.config import ConsoleSinkConfig, JsonlSinkConfig, MqttSinkConfig, SinkConfig, ZmqSinkConfig
 from agent.events import SEVERITY_RANK, iso_time
-from agent.mqtt import connect_properties, make_client, paho_keepalive, report_connect_failure
+from agent.mqtt import connect_properties, make_client, paho_keepalive, report_connect_failure, stop_client
 from agent.outbox import Outbox
 from sensors import topics
 
@@ -221,8 +221,7 @@ class MqttSink(Sink):
         if self.connected.is_set():
             self.client.publish(self.status_topic, _status_payload(self.device, "offline"), qos=1,
                                 retain=True).wait_for_publish(2)
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
         self.outbox.close()
 
 

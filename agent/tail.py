@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import structlog
 
 from agent.config import MqttConnection
-from agent.mqtt import make_client, paho_keepalive
+from agent.mqtt import make_client, paho_keepalive, stop_client
 from sensors import topics
 
 log = structlog.get_logger(__name__)
@@ -75,5 +75,4 @@ class EventWatcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)

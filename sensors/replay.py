@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 import zmq
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.mqtt import stop_client
 from sensors.wire import MAGIC, Kind
 
 Publish = Callable[[str, bytes], None]
@@ -93,8 +94,7 @@ class MqttPublisher:
         with self._changed:
             self._changed.wait_for(lambda: self._connack is not None, timeout=timeout_s)
         if self._connack is None or self._connack.is_failure:
-            self._client.loop_stop()
-            self._client.disconnect()
+            stop_client(self._client)
             reason = "no CONNACK" if self._connack is None else str(self._connack)
             raise ConnectionError(f"MQTT broker {self.address} refused the connection: {reason}")
 
@@ -134,8 +134,7 @@ class MqttPublisher:
         with self._changed:
             delivered = self._changed.wait_for(lambda: self._done >= self._sent, timeout=self.timeout_s)
             missing = self._sent - self._done
-        self._client.disconnect()
-        self._client.loop_stop()
+        stop_client(self._client)
         if not delivered:
             raise TimeoutError(f"{missing} messages to MQTT broker {self.address} were not acknowledged "
                                f"within {self.timeout_s} s")

@@ -23,7 +23,7 @@ from agent.config import (
     SourceConfig,
     ZmqSourceConfig,
 )
-from agent.mqtt import connect_properties, make_client, paho_keepalive, report_connect_failure
+from agent.mqtt import connect_properties, make_client, paho_keepalive, report_connect_failure, stop_client
 from sensors import topics
 
 log = structlog.get_logger(__name__)
@@ -96,8 +96,7 @@ class MqttSource(Source):
         self.client.loop_start()
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
     def stats(self) -> dict[str, Any]:
         return {"connected": self.connected.is_set(), "messages": self.messages}

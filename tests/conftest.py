@@ -11,9 +11,26 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _paho_closes_its_socket_pair() -> Iterator[None]:
+    """Test clients stop like the agent's own (agent.mqtt.stop_client): paho-mqtt 2.2 otherwise keeps the
+    socket pair of ``loop_start`` open until garbage collection, which warns (an error in this suite)."""
+    original = mqtt.Client.loop_stop
+
+    def loop_stop(self: mqtt.Client) -> mqtt.MQTTErrorCode:
+        result = original(self)
+        self._reset_sockets(sockpair_only=True)
+        return result
+
+    mqtt.Client.loop_stop = loop_stop  # type: ignore[method-assign]
+    yield
+    mqtt.Client.loop_stop = original  # type: ignore[method-assign]
 
 
 def free_port() -> int:
