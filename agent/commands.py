@@ -109,6 +109,8 @@ def replay(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     started = time.monotonic()
     with publisher, RecordingReader(args.recording) as reader:
+        if not reader.complete:
+            print(f"warning: {args.recording} was not closed properly: {reader.damage}", file=sys.stderr)
         count = replay_recording(reader, publisher.publish, None if args.fast else args.speed, stop)
     print(f"replayed {count} messages in {time.monotonic() - started:.1f} s")
     return 0
@@ -150,7 +152,8 @@ def record(args: argparse.Namespace) -> int:
             log_time, raw = received.get()
             writer.write(raw, log_time)
             count += 1
-    print(f"recorded {count} messages to {args.out}")
+    invalid = f" ({writer.invalid} not valid wire messages, kept under their own topic)" if writer.invalid else ""
+    print(f"recorded {count} messages to {args.out}{invalid}")
     return 0
 
 

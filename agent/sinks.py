@@ -207,8 +207,9 @@ class MqttSink(Sink):
 
     def stats(self) -> dict[str, Any]:
         counters = self.outbox.counters
-        return {"connected": self.connected.is_set(), "pending": self.outbox.pending(),
+        return {"connected": self.connected.is_set(), "pending": self.outbox.pending(), "stored": counters.stored,
                 "delivered": counters.delivered, "evicted": counters.evicted, "expired": counters.expired,
+                "over_limit": counters.over_limit,
                 "write_failures": counters.write_failures, "refused": self.refused, "connects": self.connects,
                 "last_reconnect_s": self.last_connect_s}
 

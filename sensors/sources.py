@@ -212,6 +212,9 @@ class RecordingSource(Source):
         def run() -> None:
             try:
                 with RecordingReader(self.config.path) as reader:
+                    if not reader.complete:
+                        log.warning("recording was not closed properly; reading what is intact",
+                                    path=str(self.config.path), damage=reader.damage)
                     self.messages = replay(reader, lambda topic, data: deliver(data), self.config.speed,
                                            self.stop)
             except Exception:
