@@ -1,4 +1,5 @@
-"""The ``edge-agent`` command: run, demo, replay, record, validate-config, tail, reset-baseline, check-replay."""
+"""The ``edge-agent`` command: run, demo, replay, record, validate-config, tail, check-replay, and the tasks' own
+maintenance commands (e.g. the vibration task's reset-baseline)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ EXAMPLES = {
     "validate-config": "edge-agent validate-config /etc/edge-agent/agent.yaml",
     "tail": "edge-agent tail --mqtt localhost:1883            # all devices\n"
             "  edge-agent tail --mqtt broker:8883 --device line3 --ca ca.crt --cert op.crt --key op.key",
-    "reset-baseline": "edge-agent reset-baseline --config /etc/edge-agent/agent.yaml 'pump-7'",
     "check-replay": "edge-agent check-replay events.jsonl tests/data/expected-events.jsonl",
 }
 
@@ -42,10 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    def command(name: str, help_text: str, handler_path: str) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, handler_path: str, example: str | None = None) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name, help=help_text, description=help_text,
-            epilog="example:\n  " + EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter)
+            epilog="example:\n  " + (example or EXAMPLES[name]), formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.set_defaults(handler=lambda args: _call(handler_path, args), command=name)
         return sub
 
@@ -88,10 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     for option in ("ca", "cert", "key", "username", "password-file"):
         tail.add_argument(f"--{option}", help=f"TLS/auth: {option}")
 
-    reset = command("reset-baseline", "Forget learned normal states after maintenance (next data re-learns).",
-                    "agent.commands:reset_baseline")
-    reset.add_argument("--config", type=Path, required=True)
-    reset.add_argument("sensor", help="sensor id or pattern, e.g. 'pump-*'")
+    from agent.tasks import task_commands
+
+    for task_command in task_commands():
+        sub = command(task_command.name, task_command.help, "agent.commands:task_command", task_command.example)
+        sub.add_argument("--config", type=Path, required=True, help="the agent's YAML configuration file")
+        task_command.add_arguments(sub)
+        sub.set_defaults(task_command=task_command)
 
     check = command("check-replay", "Compare events from a replay with an expected-events file.",
                     "agent.commands:check_replay")

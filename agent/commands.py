@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.config import AgentConfig, ConfigError, RecordingSourceConfig, load_config
+from agent.config import AgentConfig, ConfigError, load_config
 from agent.logs import configure_logging
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if args.recording:
+        from sensors.sources.recording import RecordingSourceConfig
+
         config = config.model_copy(update={"sources": [
             RecordingSourceConfig(kind="recording", path=args.recording, speed=args.speed)]})
     configure_logging(config.log.level, config.log.format)
@@ -120,18 +122,18 @@ def record(args: argparse.Namespace) -> int:
     """Capture live sensor streams (MQTT subscription or ZeroMQ SUB) to an MCAP file."""
     import zmq
 
-    from agent.config import MqttSourceConfig, ZmqSourceConfig
     from sensors.recording import RecordingWriter
-    from sensors.sources import MqttSource, Source, ZmqSource
+    from sensors.sources import Source, SourceEnv
+    from sensors.sources.mqtt import MqttSource, MqttSourceConfig
+    from sensors.sources.zmq import ZmqSource, ZmqSourceConfig
 
     source: Source
+    env = SourceEnv("recorder", zmq.Context.instance(), 64 << 20)
     if args.mqtt:
         host, port = _host_port(args.mqtt)
-        source = MqttSource(MqttSourceConfig(kind="mqtt", host=host, port=port, topic_prefix=args.prefix),
-                            device="recorder")
+        source = MqttSource(MqttSourceConfig(kind="mqtt", host=host, port=port, topic_prefix=args.prefix), env)
     else:
-        source = ZmqSource(ZmqSourceConfig(kind="zmq", endpoint=args.zmq, socket="sub", bind=False),
-                           zmq.Context.instance(), 64 << 20)
+        source = ZmqSource(ZmqSourceConfig(kind="zmq", endpoint=args.zmq, socket="sub", bind=False), env)
     received: queue.Queue[tuple[int, bytes]] = queue.Queue()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -190,15 +192,11 @@ def tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def reset_baseline(args: argparse.Namespace) -> int:
-    """Delete learned normal states so the next data re-learns them."""
-    from models.vibration.monitor import reset_baseline as reset
-
+def task_command(args: argparse.Namespace) -> int:
+    """A task's own maintenance command (declared by the task plug-in), run on the validated config."""
     config = load_config(args.config)
-    removed = reset(config.state_dir / "vibration", args.sensor)
-    print(f"reset {len(removed)} baseline(s): {', '.join(removed) or 'none matched'}; "
-          "a running agent starts re-learning them within seconds")
-    return 0
+    code: int = args.task_command.run(args, config)
+    return code
 
 
 def check_replay(args: argparse.Namespace) -> int:

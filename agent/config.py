@@ -9,178 +9,27 @@ so that they never appear in logs or reprs.
 from __future__ import annotations
 
 import importlib
-import os
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 import models
-from agent.tasks import task_types
+from agent.simulator import SimulatorSource
+from agent.sinks import SINKS
+from agent.tasks import TASKS
 from models.runtime import BackendConfig, OnnxRuntimeConfig
-from sensors.topics import DEFAULT_PREFIX
+from sensors.errors import ConfigError
+from sensors.settings import MqttConnection, Secret, Strict, Tls
+from sensors.sources import SOURCES
 from sensors.wire import DEFAULT_MAX_PAYLOAD
 
+__all__ = ["AgentConfig", "ConfigError", "MqttConnection", "Secret", "Strict", "Tls", "load_config"]
 
-class ConfigError(ValueError):
-    """A configuration that fails validation; each line names a key path and what was expected."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Secret(Strict):
-    """A secret read from a file (preferred; e.g. a systemd credential) or an environment variable."""
-
-    file: Path | None = Field(default=None, description="file holding the secret (trailing newline stripped)")
-    env: str | None = Field(default=None, description="environment variable holding the secret")
-
-    @model_validator(mode="after")
-    def one_source(self) -> Secret:
-        if (self.file is None) == (self.env is None):
-            raise ValueError("give exactly one of 'file' or 'env'")
-        return self
-
-    def read(self) -> SecretStr:
-        """Read the secret now (not at import or validation time)."""
-        if self.file is not None:
-            return SecretStr(self.file.read_text().rstrip("\n"))
-        value = os.environ.get(self.env or "")
-        if value is None:
-            raise ConfigError(f"environment variable {self.env} for a secret is not set")
-        return SecretStr(value)
-
-
-class Tls(Strict):
-    """MQTT over TLS with server verification and, optionally, a client certificate (mTLS)."""
-
-    ca_file: Path = Field(description="CA certificate that signed the broker's certificate")
-    cert_file: Path | None = Field(default=None, description="client certificate for mTLS")
-    key_file: Path | None = Field(default=None, description="client private key for mTLS")
-
-
-class MqttConnection(Strict):
-    """How to reach an MQTT broker."""
-
-    host: str = Field(default="localhost", description="broker host name or address")
-    port: int = Field(default=1883, ge=1, le=65535, description="broker port (8883 for TLS)")
-    topic_prefix: str = Field(default=DEFAULT_PREFIX, description="first topic level of every topic")
-    username: str | None = Field(default=None, description="MQTT user name")
-    password: Secret | None = Field(default=None, description="MQTT password, from a file or env")
-    tls: Tls | None = Field(default=None, description="TLS settings; when set, plaintext is refused")
-    keepalive_s: int = Field(default=10, ge=2, le=3600, description="MQTT keepalive; a dead broker is "
-                             "detected within 1.5x this")
-
-
-class MqttSourceConfig(MqttConnection):
-    """Sensor input from MQTT (QoS 1 subscription)."""
-
-    kind: Literal["mqtt"]
-    share_group: str | None = Field(default=None, description="MQTT 5 shared subscription group, to split "
-                                    "sensor streams between several agents")
-    client_id: str | None = Field(default=None, description="defaults to '<device>-in'")
-
-
-class Curve(Strict):
-    """ZeroMQ CURVE encryption: this side's key pair and the client keys allowed in."""
-
-    secret_key: Secret = Field(description="this socket's Z85 secret key")
-    public_key: str = Field(description="this socket's Z85 public key")
-    allowed_clients: list[str] = Field(default=[], description="Z85 public keys of allowed peers")
-
-
-class ZmqSourceConfig(Strict):
-    """Sensor input from a ZeroMQ SUB or PULL socket."""
-
-    kind: Literal["zmq"]
-    endpoint: str = Field(description="e.g. tcp://0.0.0.0:5556 or ipc:///run/edge-agent/in")
-    socket: Literal["sub", "pull"] = Field(default="pull", description="socket type")
-    bind: bool = Field(default=True, description="bind (sensors connect) or connect (to a publisher)")
-    receive_hwm: int = Field(default=1000, ge=1, description="receive high-water mark (messages)")
-    heartbeat_s: float = Field(default=5.0, gt=0, description="ZMTP heartbeat interval")
-    curve: Curve | None = Field(default=None, description="CURVE server settings")
-
-
-class RecordingSourceConfig(Strict):
-    """Sensor input from an MCAP recording (``edge-agent record``)."""
-
-    kind: Literal["recording"]
-    path: Path = Field(description="recording file")
-    speed: float | None = Field(default=None, gt=0, description="1 = original timing; null = as fast as possible")
-
-
-class SimulatorSourceConfig(Strict):
-    """Simulated factory streams, in process (the demo)."""
-
-    kind: Literal["simulator"]
-    machines: int = Field(default=3, ge=0, le=100, description="simulated vibration sensors")
-    faulty: int = Field(default=1, ge=0, description="how many of them develop a bearing fault")
-    sample_rate: float = Field(default=20_000, gt=0, description="vibration sample rate, Hz")
-    fault_onset_s: float = Field(default=60, ge=0, description="seconds after start when faults begin")
-    failure_s: float = Field(default=150, gt=0, description="seconds after start when faulty machines fail")
-    cameras: int = Field(default=1, ge=0, le=16, description="simulated camera stations")
-    parts_per_s: float = Field(default=2.0, gt=0, description="parts per second per camera")
-    defect_rate: float = Field(default=0.2, ge=0, le=1, description="share of defective parts (demo: high)")
-    seed: int = Field(default=7, description="random seed")
-
-
-SourceConfig = Annotated[
-    Union[MqttSourceConfig, ZmqSourceConfig, RecordingSourceConfig, SimulatorSourceConfig],
-    Field(discriminator="kind"),
-]
-
-
-class OutboxConfig(Strict):
-    """The durable outbox between the pipeline and the MQTT broker."""
-
-    max_events: int = Field(default=100_000, ge=10, description="events held at most")
-    max_mb: float = Field(default=256, gt=0, description="payload megabytes held at most")
-    ttl_s: dict[str, float] = Field(
-        default={"health": 3600, "status": 600, "image": 86_400},
-        description="time-to-live per event type ('image' for attachments); alarms never expire",
-    )
-
-
-class MqttSinkConfig(MqttConnection):
-    """Events upstream over MQTT 5, QoS 1, through the durable outbox."""
-
-    kind: Literal["mqtt"]
-    client_id: str | None = Field(default=None, description="defaults to '<device>-out'")
-    session_expiry_s: int = Field(default=3600, ge=0, description="MQTT 5 session expiry")
-    max_inflight: int = Field(default=100, ge=1, le=65535, description="unacknowledged QoS 1 messages")
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
-
-
-class ZmqSinkConfig(Strict):
-    """Events on a ZeroMQ PUB socket as two frames: [topic, JSON]."""
-
-    kind: Literal["zmq"]
-    endpoint: str = Field(description="e.g. tcp://0.0.0.0:5557")
-    topic_prefix: str = Field(default=DEFAULT_PREFIX, description="first topic level of every topic frame")
-    send_hwm: int = Field(default=10_000, ge=1, description="send high-water mark")
-
-
-class JsonlSinkConfig(Strict):
-    """Events appended to a JSON Lines file."""
-
-    kind: Literal["jsonl"]
-    path: Path = Field(description="file to append to")
-
-
-class ConsoleSinkConfig(Strict):
-    """Events printed readably on standard output (the demo)."""
-
-    kind: Literal["console"]
-    min_severity: Literal["info", "warning", "alarm"] = Field(default="warning",
-                                                               description="print events at or above this")
-
-
-SinkConfig = Annotated[
-    Union[MqttSinkConfig, ZmqSinkConfig, JsonlSinkConfig, ConsoleSinkConfig], Field(discriminator="kind")
-]
+# the demo's simulator is the one source that lives in the agent: it gathers every task's simulated sensors
+SOURCES.register("simulator", SimulatorSource)
 
 
 class LogConfig(Strict):
@@ -192,7 +41,7 @@ class LogConfig(Strict):
 @cache
 def tasks_model() -> type[BaseModel]:
     """A model with one optional field per registered task, each validated by its own config type."""
-    fields: Any = {name: (cls.config_type | None, None) for name, cls in task_types().items()}
+    fields: Any = {name: (cls.config_type | None, None) for name, cls in TASKS.all().items()}
     return create_model("TasksConfig", __config__=ConfigDict(extra="forbid"), **fields)
 
 
@@ -202,8 +51,8 @@ class AgentConfig(Strict):
     device: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="this agent's id, used in topics")
     state_dir: Path = Field(default=Path("/var/lib/edge-agent"), description="learned state, outbox, caches")
     log: LogConfig = Field(default_factory=LogConfig)
-    sources: list[SourceConfig] = Field(min_length=1, description="where sensor data comes from")
-    sinks: list[SinkConfig] = Field(min_length=1, description="where events go")
+    sources: list[Any] = Field(min_length=1, description="where sensor data comes from")
+    sinks: list[Any] = Field(min_length=1, description="where events go")
     backend: BackendConfig = Field(default_factory=OnnxRuntimeConfig, description="inference backend")
     tasks: Any = Field(description="task name -> task settings")
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD, ge=1024, description="largest sensor message")
@@ -223,12 +72,25 @@ class AgentConfig(Strict):
 
 @cache
 def agent_model() -> type[AgentConfig]:
-    """AgentConfig with ``tasks`` typed by the task registry (built when first needed)."""
+    """AgentConfig with ``tasks``, ``sources`` and ``sinks`` typed by their registries (built when first needed)."""
     model: type[AgentConfig] = create_model(
         "AgentConfig", __base__=AgentConfig,
         tasks=(tasks_model(), Field(description="task name -> task settings")),
+        sources=(list[SOURCES.config_union()],  # type: ignore[misc,arg-type]
+                 Field(min_length=1, description="where sensor data comes from")),
+        sinks=(list[SINKS.config_union()],  # type: ignore[misc,arg-type]
+               Field(min_length=1, description="where events go")),
     )
     return model
+
+
+def _forget_derived_models() -> None:
+    tasks_model.cache_clear()
+    agent_model.cache_clear()
+
+
+for _registry in (TASKS, SOURCES, SINKS):
+    _registry.on_change(_forget_derived_models)
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> AgentConfig:
@@ -253,11 +115,12 @@ def resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
     checkout and after ``pip install``); relative output files are relative to the state dir."""
     shipped = Path(models.__file__).resolve().parent.parent
     for _, task in config.tasks:
-        if task is not None and task.model is not None and not task.model.is_absolute():
-            near = (base / task.model).resolve()
-            task.model = near if near.exists() or not (shipped / task.model).exists() else shipped / task.model
+        for field, path in (task.model_paths() if task is not None else {}).items():
+            if not path.is_absolute():
+                near = (base / path).resolve()
+                setattr(task, field, near if near.exists() or not (shipped / path).exists() else shipped / path)
     for sink in config.sinks:
-        if isinstance(sink, JsonlSinkConfig) and not sink.path.is_absolute():
+        if sink.kind == "jsonl" and not sink.path.is_absolute():
             sink.path = config.state_dir / sink.path
     return config
 
@@ -285,7 +148,10 @@ def format_errors(error: ValidationError, source: str) -> str:
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic puts the discriminator value ("mqtt") and the "function-after[...]" wrappers in loc
-    return isinstance(part, str) and (part.startswith("function-") or part in _TAGS)
+    return isinstance(part, str) and (part.startswith("function-") or part in _union_tags())
 
 
-_TAGS = {"mqtt", "zmq", "recording", "simulator", "jsonl", "console", "onnxruntime", "tensorrt"}
+def _union_tags() -> set[str]:
+    from models.runtime.registry import BACKENDS
+
+    return {*SOURCES.kinds(), *SINKS.kinds(), *BACKENDS.kinds()}

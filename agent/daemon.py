@@ -23,14 +23,14 @@ import zmq
 
 from agent import __version__, systemd
 from agent.config import AgentConfig, load_config
-from agent.events import EventDraft, dumps, finalize
+from agent.events import EventDraft, SensorOffline, SensorOnline, dumps, finalize
 from agent.pipeline import Dispatcher, RejectionReporter, TaskWorker
-from agent.sinks import Outgoing, Sink, make_sink
+from agent.sinks import Outgoing, Sink, SinkEnv, make_sink
 from agent.stats import Stats
 from agent.tasks import task_types
 from agent.tasks.base import Task, TaskContext
 from models.runtime import load_model
-from sensors.sources import Source, make_source
+from sensors.sources import Source, SourceEnv, make_source
 
 log = structlog.get_logger(__name__)
 EXIT_MEMORY = 75  # EX_TEMPFAIL: systemd restarts us, the outbox and learned state are on disk
@@ -108,7 +108,8 @@ class Agent:
                  models=self.model_versions())
 
     def _open_sinks(self, config: AgentConfig) -> None:
-        sinks = [make_sink(sink, config.device, config.state_dir, self.zmq_context) for sink in config.sinks]
+        env = SinkEnv(config.device, config.state_dir, self.zmq_context)
+        sinks = [make_sink(sink, env) for sink in config.sinks]
         self.sinks = sinks
 
         def close_sinks() -> None:
@@ -118,8 +119,8 @@ class Agent:
         self.lifecycle.register("sinks", close_sinks)
 
     def _open_sources(self, config: AgentConfig) -> None:
-        sources = [make_source(source, config.device, self.zmq_context, config.max_payload_bytes)
-                   for source in config.sources]
+        env = SourceEnv(config.device, self.zmq_context, config.max_payload_bytes)
+        sources = [make_source(source, env) for source in config.sources]
         for source in sources:
             source.start(functools.partial(self.dispatcher.submit, wait=source.can_wait))
         self.sources = sources
@@ -234,9 +235,8 @@ class Agent:
         for sensor, online, silence in changes:
             kind = "sensor_online" if online else "sensor_offline"
             log.warning(kind, sensor=sensor)
-            body = {} if online else {"silent_for_s": round(silence, 1)}
-            self.emit("agent", EventDraft(kind, sensor, time.time_ns(), "info" if online else "warning",
-                                          body=body))
+            body = SensorOnline() if online else SensorOffline(silent_for_s=round(silence, 1))
+            self.emit("agent", body.draft(sensor, time.time_ns(), "info" if online else "warning"))
 
     def report_stats(self) -> dict[str, Any]:
         snapshot = self.stats.snapshot()

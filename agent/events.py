@@ -9,11 +9,32 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_ID = "edge-agent/event/1"
 Severity = Literal["info", "warning", "alarm"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "alarm": 2}
+
+
+class EventBody(BaseModel):
+    """The typed body of one event type; the JSON Schema and the event tables in docs/events.md are
+    generated from these models (``python -m agent.schema``).
+
+    A subclass names its event ``type`` and the ``severity`` it is published with (text, for the docs);
+    its docstring is the event's description in the docs, and each field's description the field's.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    type: ClassVar[str]
+    severity: ClassVar[str]
+
+    def draft(self, sensor: str, source_time_ns: int, severity: Severity, score: float | None = None,
+              model: ModelRef | None = None, attachment: bytes | None = None) -> EventDraft:
+        """This body as an event draft (the JSON form: ``None`` fields kept, as the schema requires)."""
+        return EventDraft(self.type, sensor, source_time_ns, severity, score, model,
+                          self.model_dump(mode="json"), attachment)
 
 
 @dataclass(frozen=True)
@@ -78,3 +99,42 @@ def schema() -> dict[str, Any]:
     text = resources.files("agent").joinpath("schema/event.schema.json").read_text()
     loaded: dict[str, Any] = json.loads(text)
     return loaded
+
+
+class InputRejected(EventBody):
+    """Input that could not be used, on ``{prefix}/{device}/errors``. Reports are rate-limited to one per sensor
+    per 5 s; every rejection is counted in the stats."""
+
+    type = "input_rejected"
+    severity = "warning"
+    reason: str = Field(description="what was wrong, e.g. 'crc32 mismatch: the message was corrupted'")
+    suppressed_since_last: int = Field(description="rejections of the same sensor not reported separately")
+
+
+class ClockJump(EventBody):
+    """The sensor's timestamp went back by more than 1 s; the message is kept (sequence numbers give the order).
+    On ``{prefix}/{device}/errors``."""
+
+    type = "clock_jump"
+    severity = "warning"
+    reason: str = Field(description="how far the timestamp went back")
+    suppressed_since_last: int = Field(description="jumps of the same sensor not reported separately")
+
+
+class SensorOffline(EventBody):
+    """A sensor has been silent for ``sensor_timeout_s``."""
+
+    type = "sensor_offline"
+    severity = "warning"
+    silent_for_s: float = Field(description="seconds since the sensor's last message")
+
+
+class SensorOnline(EventBody):
+    """A sensor that was offline is sending again."""
+
+    type = "sensor_online"
+    severity = "info"
+
+
+#: the agent's own events (``task: agent``)
+AGENT_EVENTS: tuple[type[EventBody], ...] = (InputRejected, ClockJump, SensorOffline, SensorOnline)

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from pydantic import Field
 
 from agent.events import SEVERITY_RANK
+from sensors.settings import Strict
 
 log = structlog.get_logger(__name__)
 ALARM = SEVERITY_RANK["alarm"]
@@ -53,6 +55,17 @@ SELECT id, event_id, topic, payload, severity FROM (
     FROM outbox WHERE epoch < ?
 ) ORDER BY position, priority DESC, id LIMIT ?
 """
+
+
+class OutboxConfig(Strict):
+    """The durable outbox between the pipeline and the MQTT broker."""
+
+    max_events: int = Field(default=100_000, ge=10, description="events held at most")
+    max_mb: float = Field(default=256, gt=0, description="payload megabytes held at most")
+    ttl_s: dict[str, float] = Field(
+        default={"health": 3600, "status": 600, "image": 86_400},
+        description="time-to-live per event type ('image' for attachments); alarms never expire",
+    )
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,10 @@ import fnmatch
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
-from agent.events import EventDraft
+from agent.events import ClockJump, EventDraft, InputRejected
 from agent.stats import Stats
 from agent.tasks.base import RejectedInput, Task
 from agent.windowing import Windower
@@ -27,6 +26,8 @@ log = structlog.get_logger(__name__)
 Emit = Callable[[str, EventDraft], None]
 REJECTION_REPORT_INTERVAL_S = 5.0
 CLOCK_JUMP_NS = 1_000_000_000  # sensor clocks may wobble; a step back of more than this is reported
+REJECTION_BODIES: dict[str, type[InputRejected] | type[ClockJump]] = {"input_rejected": InputRejected,
+                                                                "clock_jump": ClockJump}
 
 
 class BoundedQueue:
@@ -259,6 +260,6 @@ class RejectionReporter:
             suppressed = self.suppressed.pop(key, 0)
         log.warning(event_type.replace("_", " "), sensor=sensor or None, reason=reason,
                     suppressed_since_last=suppressed)
-        body: dict[str, Any] = {"reason": reason, "suppressed_since_last": suppressed}
-        self.emit("agent", EventDraft(event_type, sensor, time.time_ns(), "warning", body=body))
+        body = REJECTION_BODIES[event_type](reason=reason, suppressed_since_last=suppressed)
+        self.emit("agent", body.draft(sensor, time.time_ns(), "warning"))
 

@@ -12,8 +12,8 @@ import paho.mqtt.client as mqtt
 import structlog
 
 from agent.config import MqttConnection
-from agent.mqtt import make_client, paho_keepalive, stop_client
 from sensors import topics
+from sensors.mqtt import make_client, paho_keepalive, stop_client
 
 log = structlog.get_logger(__name__)
 

@@ -36,6 +36,7 @@ from mcap.records import Channel, DataEnd, Message, Metadata
 from mcap.stream_reader import StreamReader
 from mcap.writer import CompressionType, Writer
 
+from sensors.errors import RecordingError
 from sensors.topics import DEFAULT_PREFIX, sensor_topic
 from sensors.wire import VERSION, WireError, decode
 
@@ -48,10 +49,6 @@ DAMAGE_ERRORS = (McapError, ValueError, struct.error, OSError, EOFError, KeyErro
                  zstandard.ZstdError, RuntimeError)
 
 Entry = tuple[int, str, bytes]  # (log_time_ns, topic, wire_bytes)
-
-
-class RecordingError(Exception):
-    """A recording that cannot be read or written: not MCAP, damaged, or misused."""
 
 
 def invalid_topic(prefix: str) -> str:

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import zmq
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.mqtt import stop_client
+from sensors.mqtt import stop_client
 from sensors.wire import MAGIC, Kind
 
 Publish = Callable[[str, bytes], None]
@@ -70,7 +70,7 @@ class MqttPublisher:
     message is acknowledged and every QoS 0 message is written to the socket.
 
     Pass ``client`` to use one configured elsewhere (TLS, credentials, e.g.
-    ``agent.mqtt.make_client``); this class then owns it and sets its callbacks.
+    ``sensors.mqtt.make_client``); this class then owns it and sets its callbacks.
     """
 
     def __init__(self, host: str, port: int = 1883, *, client: mqtt.Client | None = None,

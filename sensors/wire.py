@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from sensors.errors import WireError
+
 MAGIC = b"EAGW"
 VERSION = 1
 HEADER = struct.Struct("<4sBBBBQqdHHB3xI")  # 44 bytes, little-endian
@@ -34,10 +36,6 @@ MAX_SEQ = 2**64 - 1
 MAX_TIMESTAMP_NS = 2**63 - 1
 MAX_PAYLOAD_FIELD = 2**32 - 1
 MAX_SAMPLE_RATE = 1e7
-
-
-class WireError(ValueError):
-    """A message that does not follow the wire format; the text says what was wrong."""
 
 
 class Kind(enum.IntEnum):

@@ -19,7 +19,7 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 @pytest.fixture(autouse=True, scope="session")
 def _paho_closes_its_socket_pair() -> Iterator[None]:
-    """Test clients stop like the agent's own (agent.mqtt.stop_client): paho-mqtt 2.2 otherwise keeps the
+    """Test clients stop like the agent's own (sensors.mqtt.stop_client): paho-mqtt 2.2 otherwise keeps the
     socket pair of ``loop_start`` open until garbage collection, which warns (an error in this suite)."""
     original = mqtt.Client.loop_stop
 

@@ -119,12 +119,12 @@ class TestMqttEndToEnd:
 class TestAttachments:
     def test_jpeg_attachment_goes_to_its_image_topic(self, tmp_path: Path, broker: Broker) -> None:
         """An event's attachment (a defect crop) is published as JPEG bytes under the event's id."""
-        from agent.config import MqttSinkConfig
         from agent.events import EventDraft, dumps, finalize
-        from agent.sinks import MqttSink, Outgoing
+        from agent.sinks import Outgoing, SinkEnv
+        from agent.sinks.mqtt import MqttSink, MqttSinkConfig
 
         client, received = subscriber(broker.port, "edge/line-1/images/#")
-        sink = MqttSink(MqttSinkConfig(kind="mqtt", host="127.0.0.1", port=broker.port), "line-1", tmp_path)
+        sink = MqttSink(MqttSinkConfig(kind="mqtt", host="127.0.0.1", port=broker.port), SinkEnv("line-1", tmp_path))
         try:
             event = finalize(EventDraft("part_inspected", "cam-1", time.time_ns(), "alarm"), "line-1", "quality")
             jpeg = b"\xff\xd8\xff\xe0fake-crop\xff\xd9"

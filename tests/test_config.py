@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.config import ConfigError, MqttSinkConfig, load_config, parse_config
+from agent.config import ConfigError, load_config, parse_config
+from agent.sinks.mqtt import MqttSinkConfig
 from tests.support import ProbeTask  # noqa: F401 - registers the probe task
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,10 +16,10 @@ import paho.mqtt.client as mqtt
 import pytest
 import zmq
 
-from agent.config import MqttSinkConfig
 from agent.daemon import current_rss_mb
-from agent.mqtt import connect_properties
-from agent.sinks import MqttSink
+from agent.sinks import SinkEnv
+from agent.sinks.mqtt import MqttSink, MqttSinkConfig
+from sensors.mqtt import connect_properties
 from sensors.wire import Kind, SensorMessage, encode
 from tests.conftest import Broker, free_port
 from tests.support import agent_config, vibration_chunk, write_energy_model
@@ -221,7 +221,7 @@ class TestSilentBroker:
         broker = Broker(tmp_path, free_port()).start()
         keepalive = 4
         config = MqttSinkConfig(kind="mqtt", host="127.0.0.1", port=broker.port, keepalive_s=keepalive)
-        sink = MqttSink(config, "silent-test", tmp_path / "state")
+        sink = MqttSink(config, SinkEnv("silent-test", tmp_path / "state"))
         try:
             assert sink.connected.wait(10)
             assert broker.process is not None
@@ -246,7 +246,7 @@ class TestSilentBroker:
         server.bind(("127.0.0.1", 0))
         server.listen(5)
         config = MqttSinkConfig(kind="mqtt", host="127.0.0.1", port=server.getsockname()[1], keepalive_s=2)
-        sink = MqttSink(config, "mute-test", tmp_path / "state")
+        sink = MqttSink(config, SinkEnv("mute-test", tmp_path / "state"))
         try:
             conn, _ = server.accept()
             with conn:

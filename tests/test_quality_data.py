@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from models.quality import render
-from models.quality.data import HEIGHT, WIDTH, LabelNoise, PartGenerator, draw_spec
-from models.quality.tiling import TileGeometry
+from models.quality.runtime.tiling import TileGeometry
+from sensors.simulate import tube as render
 from sensors.simulate.camera import CameraSimulator
+from sensors.simulate.parts import HEIGHT, WIDTH, LabelNoise, PartGenerator, draw_spec
 from sensors.wire import Encoding, Kind, decode, encode
 
 

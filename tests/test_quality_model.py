@@ -10,14 +10,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.quality.crops import CropSampler, build_bank, cell_labels
-from models.quality.data import PartGenerator
+from models.quality.data import CropSampler, build_bank, cell_labels
 from models.quality.export import INPUT_NAME, OUTPUT_NAMES, export_onnx
 from models.quality.network import NetworkConfig, Probabilities, TileNet
 from models.quality.pretrain import SHAPES, pretrain_backbone
-from models.quality.tiling import TileGeometry
+from models.quality.runtime.tiling import TileGeometry
 from models.quality.train import FitConfig, choose_threshold, fit, load_config
 from models.runtime import load_manifest
+from sensors.simulate.parts import PartGenerator
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "quality"
 

@@ -14,10 +14,11 @@ from PIL import Image
 
 from agent.events import finalize, schema
 from agent.tasks.base import RejectedInput, TaskContext
-from agent.tasks.quality import QualityConfig, QualityTask
+from agent.tasks.quality.task import QualityConfig, QualityTask
 from agent.windowing import Window
-from models.quality.data import Part, PartGenerator
 from models.runtime import load_model
+from sensors.errors import ConfigError
+from sensors.simulate.parts import Part, PartGenerator
 from sensors.wire import Encoding, Kind, SensorMessage
 
 SEED = 2024
@@ -147,7 +148,7 @@ class TestConfig:
         table = explicit.model.manifest.postprocessing["false_reject_thresholds"]
         relaxed = make_task(tmp_path, false_reject_target=0.05)
         assert relaxed.threshold == table["0.05"]
-        with pytest.raises(ValueError, match="no validated threshold"):
+        with pytest.raises(ConfigError, match="no validated threshold"):
             make_task(tmp_path, false_reject_target=0.0001)
 
     def test_unknown_keys_are_refused(self) -> None:

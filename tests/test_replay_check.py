@@ -18,11 +18,16 @@ from agent.replay_check import Tolerances, compare, read_events
 
 T0 = 1_795_939_200_000_000_000
 SECOND = 1_000_000_000
+ANOMALY_BODY: dict[str, Any] = {
+    "level": "low", "threshold": 0.5, "health": 40.0, "top_features": [{"feature": "ch0.rms", "z": 5.0}],
+    "likely_fault": None, "fault_evidence_z": {}, "shaft_hz": 30.0, "fault_frequencies_hz": {}}
 
 
 def event(sensor: str = "pump-1", task: str = "vibration", type_: str = "anomaly_raised", at_s: float = 10.0,
           severity: Any = "warning", score: float | None = 0.8, **body: Any) -> dict[str, Any]:
     """A schema-valid event as the agent publishes it (fresh event id and detection time)."""
+    if task == "vibration" and type_.startswith("anomaly_") and not body:
+        body = dict(ANOMALY_BODY, score=score)
     draft = EventDraft(type_, sensor, T0 + round(at_s * SECOND), severity, score, ModelRef("m", "1"), body)
     return finalize(draft, "edge-1", task)
 

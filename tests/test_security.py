@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import structlog
 
-from agent.config import MqttSinkConfig, parse_config
+from agent.config import parse_config
 from agent.events import EventDraft, dumps, finalize
-from agent.sinks import MqttSink, Outgoing
+from agent.sinks import Outgoing, SinkEnv
+from agent.sinks.mqtt import MqttSink, MqttSinkConfig
 from tests.test_deploy_mosquitto import PASSWORD, SecureBroker
 from tests.test_deploy_mosquitto import secure_broker as secure_broker  # the module-scoped fixture
 
@@ -37,8 +38,8 @@ def sink_config(broker: SecureBroker, tmp_path: Path, ca: Path, client: str | No
 class TestAgentTls:
     def test_mutual_tls_with_password_delivers(self, secure_broker: SecureBroker, tmp_path: Path) -> None:
         """With the right CA, its client certificate and password, the agent connects and empties its outbox."""
-        sink = MqttSink(sink_config(secure_broker, tmp_path, secure_broker.pki.ca_cert, "device-01"), "device-01",
-                        tmp_path / "state")
+        sink = MqttSink(sink_config(secure_broker, tmp_path, secure_broker.pki.ca_cert, "device-01"),
+                        SinkEnv("device-01", tmp_path / "state"))
         try:
             assert sink.connected.wait(10)
             event = finalize(EventDraft("probe", "s1", time.time_ns()), "device-01", "agent")
@@ -59,7 +60,7 @@ class TestAgentTls:
         assert ca is not None
         config = sink_config(secure_broker, tmp_path, ca, None if case == "no_client_cert" else "device-01")
         with structlog.testing.capture_logs() as logs:
-            sink = MqttSink(config, "device-01", tmp_path / "state")
+            sink = MqttSink(config, SinkEnv("device-01", tmp_path / "state"))
             try:
                 event = finalize(EventDraft("probe", "s1", time.time_ns()), "device-01", "agent")
                 sink.send(Outgoing(event, dumps(event)))

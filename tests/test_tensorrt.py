@@ -26,7 +26,6 @@ from pydantic import ValidationError
 
 from models.runtime import BackendUnavailable, load_model
 from models.runtime import tensorrt as trt_backend
-from models.runtime.files import write_bytes_atomic
 from models.runtime.manifest import Manifest, TensorSpec, load_manifest, write_manifest
 from models.runtime.tensorrt import (
     TensorRTBackend,
@@ -42,6 +41,7 @@ from models.runtime.tensorrt import (
     profile_shapes,
     sanitise,
 )
+from sensors.files import write_bytes_atomic
 from tests import fake_tensorrt
 
 HASH = "ab" * 32

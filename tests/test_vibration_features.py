@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from models.vibration.features import (
+from models.vibration.runtime.features import (
     FEATURE_NAMES,
     N_BANDS,
     FeatureSettings,
@@ -141,6 +141,6 @@ class TestInputChecks:
         assert usable.tolist() == [True, False, True] and features.shape == (2, len(FEATURE_NAMES))
 
     def test_too_short_window_is_refused(self) -> None:
-        """A window too short to resolve the shaft speed range is a clear ValueError."""
-        with pytest.raises(ValueError, match="shaft"):
+        """A window too short to resolve the shaft speed range is rejected input with a clear reason."""
+        with pytest.raises(UnusableWindow, match="shaft"):
             extract(np.random.default_rng(0).standard_normal((64, 1)), FS)

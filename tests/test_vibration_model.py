@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from models.runtime import Model, load_model
-from models.vibration.dataset import DAY_S, FleetConfig, MachineRun, fleet_runs, machine_data
+from models.runtime import Model, load_manifest, load_model
+from models.vibration.data import DAY_S, FleetConfig, MachineRun, fleet_runs, machine_data
 from models.vibration.evaluate import MachineResult, summarise
-from models.vibration.lstm_scorer import LstmAutoencoderScorer
-from models.vibration.monitor import Normaliser
-from models.vibration.scorers import make_scorer
+from models.vibration.runtime.lstm import LstmAutoencoderScorer
+from models.vibration.runtime.monitor import MonitorSettings, Normaliser
+from models.vibration.runtime.scorers import make_scorer
 from sensors.simulate.vibration import Acquisition, FaultSpec, RunSpec, make_fleet
 
 if TYPE_CHECKING:
@@ -228,3 +228,16 @@ class TestFleet:
             if entry.run.fault is not None:
                 assert entry.run.fault.failure_s == entry.run.duration_s
                 assert 0.4 * entry.run.duration_s <= entry.run.fault.onset_s <= 0.7 * entry.run.duration_s
+
+
+class TestModelCard:
+    def test_the_card_quotes_the_settings_of_the_code_and_the_manifest(self) -> None:
+        """The card's settings table is MonitorSettings' defaults and the manifest's thresholds, not memory."""
+        card = (MODEL_DIR / "README.md").read_text()
+        table = card.split("<!-- monitor settings: checked by tests/test_vibration_model.py -->")[1]
+        table = table.split("<!-- end of monitor settings -->")[0]
+        rows = [line.split("|")[1:4] for line in table.strip().splitlines()[2:]]
+        quoted = {name.strip().strip("`"): (code.strip(), manifest.strip()) for name, code, manifest in rows}
+        thresholds = load_manifest(MODEL_DIR).thresholds
+        assert quoted == {name: (str(value), str(thresholds.get(name, "")))
+                          for name, value in MonitorSettings().model_dump().items()}

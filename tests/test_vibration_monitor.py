@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.vibration.features import SELECTED_FEATURES, FeatureSettings, feature_names, prepare_windows
-from models.vibration.monitor import Decision, MachineMonitor, MonitorSettings, StateStore, ewma, reset_baseline
-from models.vibration.scorers import SCORERS, Scorer, ScorerError, make_scorer
+from models.vibration.runtime.features import SELECTED_FEATURES, FeatureSettings, feature_names, prepare_windows
+from models.vibration.runtime.monitor import Decision, MachineMonitor, MonitorSettings, StateStore, ewma, reset_baseline
+from models.vibration.runtime.scorers import SCORERS, Scorer, ScorerError, make_scorer
 from sensors.simulate.vibration import FaultKind, VibrationSimulator, make_fleet, run_to_failure
 
 SHALLOW = ["mahalanobis", "pca", "gmm"]

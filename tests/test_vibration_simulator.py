@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.vibration.bearing import BearingGeometry
+from sensors.bearing import BearingGeometry
 from sensors.simulate.vibration import (
     Acquisition,
     FaultSpec,

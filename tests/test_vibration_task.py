@@ -13,10 +13,10 @@ from pydantic import ValidationError
 
 from agent.events import EventDraft, finalize, schema
 from agent.tasks.base import RejectedInput, TaskContext
-from agent.tasks.vibration import VibrationConfig, VibrationTask
+from agent.tasks.vibration.task import VibrationConfig, VibrationTask
 from agent.windowing import Window, Windower
 from models.runtime import load_model
-from models.vibration.monitor import reset_baseline
+from models.vibration.runtime.monitor import reset_baseline
 from sensors.simulate.vibration import FaultKind, MachineSpec, RunSpec, VibrationSimulator, run_to_failure
 from sensors.wire import Kind, SensorMessage
 

@@ -1,34 +1,46 @@
-"""The task registry: task name -> the Task class that runs it, imported when first asked for."""
+"""The task registry: one line per task plug-in (name -> its Task class), imported when first asked for.
+
+A task's folder (``agent/tasks/<name>/``) holds everything the agent needs of it: config, event
+bodies, demo simulation, maintenance commands and the Task class; see docs/adding-a-task.md.
+Third-party tasks register at run time with :func:`register_task` from a module named in the
+config's ``plugins:`` list.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+from sensors.plugins import Registry
 
 if TYPE_CHECKING:
-    from agent.tasks.base import Task
+    from agent.tasks.base import Command, Task
 
-# name -> "module:Class"; a task's module is only imported when the registry is read
-TASKS: dict[str, str] = {
-    "vibration": "agent.tasks.vibration:VibrationTask",
-    "quality": "agent.tasks.quality:QualityTask",
-}
-_extra: dict[str, type[Task]] = {}
+TASKS: Registry[Task[Any]] = Registry("task", {
+    "vibration": "agent.tasks.vibration.task:VibrationTask",
+    "quality": "agent.tasks.quality.task:QualityTask",
+})
 
 
-def task_types() -> dict[str, type[Task]]:
+def task_types() -> dict[str, type[Task[Any]]]:
     """All registered task classes by name."""
-    found: dict[str, type[Task]] = {}
-    for name, target in TASKS.items():
-        module, _, attribute = target.partition(":")
-        found[name] = getattr(importlib.import_module(module), attribute)
-    return {**found, **_extra}
+    return TASKS.all()
 
 
-def register_task(task: type[Task]) -> None:
+def register_task(task: type[Task[Any]]) -> None:
     """Register a task class at run time (plugins, and tests that bring their own task)."""
-    from agent.config import agent_model, tasks_model
+    TASKS.register(task.name, task)
 
-    _extra[task.name] = task
-    tasks_model.cache_clear()
-    agent_model.cache_clear()
+
+def task_commands() -> list[Command]:
+    """Every task's maintenance commands: ``COMMANDS`` of each task folder's optional ``commands.py`` (a light
+    module, so ``edge-agent --help`` does not load the models' libraries), and of run-time registered tasks."""
+    found: list[Command] = []
+    for target in TASKS.entries.values():
+        module = target.partition(":")[0].rpartition(".")[0] + ".commands"
+        if importlib.util.find_spec(module) is not None:
+            found.extend(importlib.import_module(module).COMMANDS)
+    for task in TASKS.extra().values():
+        found.extend(task.commands)
+    return found

@@ -1,29 +1,54 @@
-"""The task interface: what every task pipeline (vibration, quality, ...) implements.
+"""The task interface: what every task plug-in (vibration, quality, ...) implements.
 
 A task receives either a decoded camera frame (:class:`SensorMessage`) or a window
-of a continuous stream (:class:`Window`), runs its model and returns event drafts.
-It never sees the network, the outbox or other tasks.
+of a continuous stream (:class:`Window`), runs its models and returns event drafts.
+It never sees the network, the outbox or other tasks.  Everything else a task brings
+is declared on its class, so that one folder and one registry line add a task
+(see docs/adding-a-task.md):
+
+- ``config_type``: its typed settings (a :class:`TaskConfig`); fields typed :data:`ModelPath`
+  are model manifests, resolved like the shipped ones, any number of them;
+- ``events``: the pydantic models of its event bodies (schema and docs are generated from them);
+- ``simulation``: the config model of its simulated streams for the demo (a :class:`Simulation`);
+- ``commands``: its maintenance commands (``edge-agent reset-baseline`` is the vibration task's).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+import argparse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.events import EventDraft, ModelRef
+from agent.events import EventBody, EventDraft, ModelRef
 from agent.windowing import Window
-from models.runtime import Model
+
+if TYPE_CHECKING:
+    from models.runtime import Model
+from sensors.errors import RejectedInput
 from sensors.wire import Kind, SensorMessage
 
+__all__ = ["Command", "ModelPath", "RejectedInput", "Simulation", "Task", "TaskConfig", "TaskContext"]
 
-class RejectedInput(ValueError):
-    """Input that is well-formed on the wire but unusable by the task; counted per sensor."""
+
+class _ModelManifest:
+    """Marks a config field as a model manifest path (see :data:`ModelPath`)."""
+
+
+#: a path to a model manifest (or its folder); relative paths are looked up next to the config, then in the
+#: installed package, so ``models/vibration`` names the shipped model in a checkout and after ``pip install``
+ModelPath = Annotated[Path, _ModelManifest()]
+
+
+def _is_model_path(annotation: Any) -> bool:
+    if get_origin(annotation) is Annotated:
+        return any(isinstance(mark, _ModelManifest) for mark in get_args(annotation)[1:])
+    return any(_is_model_path(arg) for arg in get_args(annotation))
 
 
 class TaskConfig(BaseModel):
@@ -31,11 +56,16 @@ class TaskConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = Field(default=True, description="run this task")
-    model: Path | None = Field(default=None, description="model manifest (manifest.yaml) or its folder")
+    model: ModelPath | None = Field(default=None, description="model manifest (manifest.yaml) or its folder")
     sensors: list[str] = Field(default=["*"], description="sensor id patterns (fnmatch) this task takes")
     queue_size: int = Field(default=64, ge=1, le=100_000, description="bounded input queue length")
     window_s: float = Field(default=1.0, gt=0, le=3600, description="window length for continuous streams")
     hop_s: float = Field(default=1.0, gt=0, le=3600, description="hop between windows for continuous streams")
+
+    def model_paths(self) -> dict[str, Path]:
+        """Every model manifest this config names, by field name (fields annotated ``ModelPath``)."""
+        return {name: getattr(self, name) for name, info in type(self).model_fields.items()
+                if getattr(self, name) is not None and _is_model_path(info.annotation)}
 
 
 @dataclass
@@ -48,15 +78,43 @@ class TaskContext:
     log: structlog.stdlib.BoundLogger
 
 
-class Task(abc.ABC):
+class Simulation(BaseModel):
+    """The config of a task's simulated sensors in the demo; ``streams`` yields their messages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @abc.abstractmethod
+    def streams(self, seed: int, start_ns: int) -> list[tuple[str, Iterator[SensorMessage]]]:
+        """One (sensor id, timestamped messages) per simulated sensor, timestamps from ``start_ns``."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A maintenance command a task adds to ``edge-agent`` (e.g. ``reset-baseline``)."""
+
+    name: str
+    help: str
+    example: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    #: run(args, config) -> exit code; ``config`` is the validated AgentConfig of ``--config``
+    run: Callable[[argparse.Namespace, Any], int]
+
+
+C = TypeVar("C", bound=TaskConfig)
+
+
+class Task(abc.ABC, Generic[C]):
     """One task pipeline: preprocess -> model -> postprocess -> decide."""
 
     name: ClassVar[str]
     kinds: ClassVar[frozenset[Kind]]
     config_type: ClassVar[type[TaskConfig]] = TaskConfig
+    events: ClassVar[tuple[type[EventBody], ...]] = ()
+    simulation: ClassVar[type[Simulation] | None] = None
+    commands: ClassVar[tuple[Command, ...]] = ()
 
-    def __init__(self, config: TaskConfig, context: TaskContext) -> None:
-        self.config = config
+    def __init__(self, config: C, context: TaskContext) -> None:
+        self.config: C = config
         self.context = context
 
     @abc.abstractmethod
@@ -71,5 +129,5 @@ class Task(abc.ABC):
     def models(self) -> list[ModelRef]:
         """The models this task runs (reported in stats and events)."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Persist state and release models."""

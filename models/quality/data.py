@@ -1,235 +1,129 @@
-"""Synthetic inspection data: camera frames of tube parts with defects, masks, splits and label noise.
+"""Defect cropping: a bank of rendered training frames and a sampler of augmented tile crops.
 
-Every frame is a pure function of (seed, split, index): ``PartGenerator(seed).part(split, i)``
-renders the same pixels on every machine.  Whether a part is defective (and whether its
-human label is wrong) is drawn from a separate random stream, so samplers can ask for
-labels without rendering.  The held-out splits ("test", "demo") also draw defect sizes and
-shapes that the training distribution never shows; only "train" carries label noise.
+Positive crops are cut around the labeller's painted defect pixels (anywhere inside the
+crop, not only centred); negative crops come from parts labelled good, half of them
+centred on busy pixels (tube walls, lumen, highlights, dust) where false rejects arise.
+A further share of negatives is cut around the dust specks the generator reports (known
+hard negatives, as a team would collect them from false rejects).  The sampler draws a
+fixed share of positives per batch (resampling against the 2-5% defect rate).
+Labels are the human ones, label noise included.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cache
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
-from models.quality import render
-from models.quality.render import DEFECT_KINDS, HEIGHT, WIDTH, Kink, Patch, Tube
-
-SPLITS = {"train": 0, "val": 1, "test": 2, "demo": 3}
-HELD_OUT = frozenset({"test", "demo"})
-SIZE_BUCKETS = ((0, 6, "tiny <6px"), (6, 15, "small 6-15px"), (15, 40, "medium 15-40px"),
-                (40, 10_000, "large >=40px"))
-
-
-@dataclass(frozen=True)
-class LabelNoise:
-    """How often the human label is wrong in the training split."""
-
-    false_reject: float = 0.003  # a good part marked defective (a reflection painted as a defect)
-    missed: float = 0.05  # a defective part marked good
-
-
-@dataclass(frozen=True)
-class Defect:
-    """One defect's ground truth: kind, shape variant, size (largest mask extent) and box."""
-
-    kind: str
-    variant: str
-    size_px: int
-    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive), pixels
-    seen: bool  # drawn from the training distribution of sizes and shapes
-
-    @property
-    def size_bucket(self) -> str:
-        return next(name for low, high, name in SIZE_BUCKETS if low <= self.size_px < high)
+from models.quality.runtime.tiling import TileGeometry
+from sensors.simulate.parts import Part
 
 
 @dataclass
-class Part:
-    """One rendered frame with its ground truth and its (possibly wrong) human label."""
+class CropBank:
+    """Rendered frames with their annotations and candidate crop centres."""
 
-    split: str
-    index: int
-    image: np.ndarray  # (HEIGHT, WIDTH) uint8 grayscale
-    mask: np.ndarray  # (HEIGHT, WIDTH) bool, union of all defect masks
-    defects: list[Defect] = field(default_factory=list)
-    label: bool = False  # what the labeller said: True = defective
-    annotation: np.ndarray | None = None  # the labeller's painted region (== mask unless noisy)
-    nuisances: list[tuple[int, int]] = field(default_factory=list)  # (y, x) of dust specks: not defects
+    images: np.ndarray  # (F, H, W) uint8
+    annotations: np.ndarray  # (F, H, W) bool
+    positive: list[np.ndarray]  # per frame: (k, 2) annotated pixels; empty for good frames
+    busy: list[np.ndarray]  # per frame: (k, 2) high-local-contrast pixels
+    hard: list[np.ndarray]  # per frame: (k, 2) known look-alikes (dust on the backlight)
 
     @property
-    def defective(self) -> bool:
-        return bool(self.defects)
+    def bad_frames(self) -> np.ndarray:
+        return np.flatnonzero([len(p) > 0 for p in self.positive])
 
     @property
-    def part_id(self) -> str:
-        return f"{self.split}-{self.index:06d}"
+    def good_frames(self) -> np.ndarray:
+        return np.flatnonzero([len(p) == 0 for p in self.positive])
 
 
-@dataclass(frozen=True)
-class DefectSpec:
-    """What to draw before it is placed: kind, variant, one size parameter."""
-
-    kind: str
-    variant: str
-    size: float
-    seen: bool
-
-
-SEEN = {"scratch": ("curve", 10, 45), "bubble": ("round", 2.5, 7), "spot": ("blob", 1.2, 4),
-        "kink": ("fold", 3, 8)}
-UNSEEN = {
-    "scratch": (("curve", 4, 9), ("curve", 45, 90), ("zigzag", 15, 45)),
-    "bubble": (("round", 1.2, 2.5), ("round", 7, 12), ("elongated", 2.5, 5), ("cluster", 6, 12)),
-    "spot": (("blob", 0.6, 1.2), ("blob", 4, 7), ("ring", 1.5, 4), ("speckle", 6, 12)),
-    "kink": (("fold", 1.5, 3), ("fold", 8, 14), ("constriction", 0.2, 0.4)),
-}
-KIND_WEIGHTS = np.array([0.3, 0.25, 0.3, 0.15])
+def busy_pixels(image: np.ndarray, share: float = 0.08) -> np.ndarray:
+    """The pixels with the highest local contrast (a cheap proxy for 'on the part')."""
+    smooth = ndimage.uniform_filter(image.astype(np.float32), 7)
+    detail = np.abs(image.astype(np.float32) - smooth)
+    level = np.quantile(detail, 1 - share)
+    points = np.argwhere(detail >= level)
+    return points[:: max(len(points) // 2000, 1)]
 
 
-def draw_spec(rng: np.random.Generator, held_out: bool) -> DefectSpec:
-    """A defect kind and size; held-out splits draw 40% from sizes and shapes unseen in training."""
-    kind = str(rng.choice(DEFECT_KINDS, p=KIND_WEIGHTS))
-    if held_out and rng.random() < 0.4:
-        options = UNSEEN[kind]
-        variant, low, high = options[rng.integers(len(options))]
-        return DefectSpec(kind, variant, float(rng.uniform(low, high)), seen=False)
-    variant, low, high = SEEN[kind]
-    return DefectSpec(kind, variant, float(rng.uniform(low, high)), seen=True)
+def build_bank(parts: Iterable[Part]) -> CropBank:
+    """Collect rendered parts into a bank (labels and painted regions as the labeller gave them)."""
+    images, annotations, positive, busy, hard = [], [], [], [], []
+    for part in parts:
+        annotation = part.annotation if part.annotation is not None else part.mask
+        images.append(part.image)
+        annotations.append(annotation)
+        positive.append(np.argwhere(annotation) if part.label else np.zeros((0, 2), dtype=np.int64))
+        busy.append(busy_pixels(part.image))
+        hard.append(np.array(part.nuisances, dtype=np.int64).reshape(-1, 2))
+    return CropBank(np.stack(images), np.stack(annotations), positive, busy, hard)
 
 
-@cache
-def full_grid() -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
-    ys.setflags(write=False)
-    xs.setflags(write=False)
-    return ys, xs
+class CropSampler:
+    """Draws augmented (crop, tile label, cell labels) batches from a bank."""
+
+    def __init__(self, bank: CropBank, geometry: TileGeometry, positive_fraction: float, seed: int,
+                 hard_fraction: float = 0.0) -> None:
+        self.bank = bank
+        self.hard_fraction = hard_fraction
+        self.geometry = geometry
+        self.positive_fraction = positive_fraction
+        self.rng = np.random.default_rng(seed)
+        self.bad, self.good = bank.bad_frames, bank.good_frames
+
+    def crop_at(self, frame: int, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:
+        """The tile-sized crop containing pixel (y, x) at a random position, and its annotation."""
+        size = self.geometry.tile
+        margin = self.geometry.cell
+        height, width = self.bank.images.shape[1:]
+        top = int(np.clip(y - self.rng.integers(margin, size - margin), 0, height - size))
+        left = int(np.clip(x - self.rng.integers(margin, size - margin), 0, width - size))
+        rows, cols = slice(top, top + size), slice(left, left + size)
+        return self.bank.images[frame, rows, cols], self.bank.annotations[frame, rows, cols]
+
+    def draw(self, positive: bool) -> tuple[np.ndarray, np.ndarray]:
+        if positive:
+            frame = int(self.rng.choice(self.bad))
+            y, x = self.bank.positive[frame][self.rng.integers(len(self.bank.positive[frame]))]
+            return self.crop_at(frame, int(y), int(x))
+        frame = int(self.rng.choice(self.good))
+        choice = self.rng.random()
+        if choice < self.hard_fraction and len(self.bank.hard[frame]):
+            y, x = self.bank.hard[frame][self.rng.integers(len(self.bank.hard[frame]))]
+        elif choice < 0.5:
+            y, x = self.bank.busy[frame][self.rng.integers(len(self.bank.busy[frame]))]
+        else:
+            y, x = self.rng.integers(self.bank.images.shape[1]), self.rng.integers(self.bank.images.shape[2])
+        return self.crop_at(frame, int(y), int(x))
+
+    def batch(self, size: int, augment: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(crops (B, 1, T, T) float32, tile labels (B,), cell labels (B, g, g)) as float32."""
+        n_pos = round(size * self.positive_fraction)
+        crops, annotations = zip(*(self.draw(i < n_pos) for i in range(size)), strict=True)
+        x = self.geometry.normalise(np.stack(crops))
+        cells = cell_labels(np.stack(annotations), self.geometry.cell)
+        if augment:
+            x, cells = self.augment(x, cells)
+        tile = cells.reshape(size, -1).max(axis=1)
+        return x[:, None].astype(np.float32), tile.astype(np.float32), cells.astype(np.float32)
+
+    def augment(self, x: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flips, gain and offset (lighting), extra sensor noise."""
+        n = len(x)
+        flip_y, flip_x = self.rng.random(n) < 0.5, self.rng.random(n) < 0.5
+        x[flip_y], cells[flip_y] = x[flip_y, ::-1], cells[flip_y, ::-1]
+        x[flip_x], cells[flip_x] = x[flip_x, :, ::-1], cells[flip_x, :, ::-1]
+        gain = self.rng.uniform(0.85, 1.15, (n, 1, 1)).astype(np.float32)
+        offset = self.rng.uniform(-0.3, 0.3, (n, 1, 1)).astype(np.float32)
+        noise = self.rng.standard_normal(x.shape, dtype=np.float32) * self.rng.uniform(0, 0.06, (n, 1, 1))
+        return (x * gain + offset + noise.astype(np.float32)), cells
 
 
-def visible_along(tube: Tube, margin: float) -> tuple[float, float]:
-    """Range of axis positions whose centre point lies inside the frame (with a margin)."""
-    cos = np.cos(tube.angle)
-    return (margin - tube.cx) / cos, (WIDTH - margin - tube.cx) / cos
-
-
-def place(rng: np.random.Generator, tube: Tube) -> tuple[float, float, float]:
-    """A random (along, y, x) on the part, away from the walls and the frame border."""
-    low, high = visible_along(tube, 40)
-    for _ in range(50):
-        along = rng.uniform(low, high)
-        y, x = tube.point(along, rng.uniform(-0.7, 0.7))
-        if 12 <= y < HEIGHT - 12 and 12 <= x < WIDTH - 12:
-            return along, y, x
-    return 0.0, tube.cy, tube.cx
-
-
-def make_kink(rng: np.random.Generator, spec: DefectSpec, along: float) -> Kink:
-    if spec.variant == "constriction":
-        return Kink(along, rng.uniform(-1, 1), rng.uniform(5, 12), spec.size, 0.0, 0.0)
-    return Kink(along, spec.size * rng.choice([-1, 1]), rng.uniform(6, 16), rng.uniform(0.05, 0.2),
-                rng.uniform(0.15, 0.4), rng.uniform(-0.4, 0.4))
-
-
-def make_patches(rng: np.random.Generator, spec: DefectSpec, y: float, x: float) -> list[Patch]:
-    if spec.kind == "scratch":
-        return [render.scratch(rng, y, x, spec.size, zigzag=spec.variant == "zigzag")]
-    if spec.variant == "cluster" or spec.variant == "speckle":
-        return render.cluster(rng, y, x, spec.size, spec.kind)
-    if spec.kind == "bubble":
-        aspect = rng.uniform(2.5, 4) if spec.variant == "elongated" else rng.uniform(1, 1.6)
-        return [render.bubble(rng, y, x, spec.size, aspect)]
-    return [render.spot(rng, y, x, spec.size, ring=spec.variant == "ring")]
-
-
-def box_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-class PartGenerator:
-    """Renders parts of every split deterministically from one seed."""
-
-    def __init__(self, seed: int = 0, defect_rate: float = 0.03, noise: LabelNoise = LabelNoise()) -> None:
-        self.seed = seed
-        self.defect_rate = defect_rate
-        self.noise = noise
-
-    def labels(self, split: str, index: int) -> tuple[bool, bool]:
-        """(truly defective, human label) of a part, without rendering it."""
-        rng = np.random.default_rng([self.seed, SPLITS[split], index, 0])
-        defective = bool(rng.random() < self.defect_rate)
-        flip = rng.random() < (self.noise.missed if defective else self.noise.false_reject)
-        return defective, defective != (flip and split == "train")
-
-    def part(self, split: str, index: int, defective: bool | None = None) -> Part:
-        """Render one part; ``defective`` forces the ground truth (the label then follows it)."""
-        truth, label = self.labels(split, index)
-        if defective is not None and defective != truth:
-            truth, label = defective, defective
-        rng = np.random.default_rng([self.seed, SPLITS[split], index, 1])
-        tube = render.random_tube(rng)
-        specs = [draw_spec(rng, split in HELD_OUT) for _ in range(rng.choice([1, 2, 3], p=[0.8, 0.15, 0.05]))]
-        placed = []
-        for spec in specs if truth else []:
-            along, y, x = place(rng, tube)
-            kink = make_kink(rng, spec, along) if spec.kind == "kink" else None
-            tube.kinks.extend([kink] if kink else [])
-            placed.append((spec, kink, y, x))
-        ys, xs = full_grid()
-        transmission, highlight, inside = render.draw_tube(tube, ys, xs)
-        frame = render.backlight(rng, ys, xs) * transmission + highlight
-        mask = np.zeros((HEIGHT, WIDTH), dtype=bool)
-        defects = [self._draw(rng, tube, spec, kink, (y, x), (frame, inside, mask))
-                   for spec, kink, y, x in placed]
-        found = [defect for defect in defects if defect is not None]
-        nuisances = render.dust(rng, frame, inside)
-        image = render.finish(rng, frame)
-        if truth and not found:  # every defect fell off the frame: rare, the part is good after all
-            label = label if split == "train" else False
-        annotation = mask if label == bool(found) else self._wrong_annotation(rng, tube, label)
-        return Part(split, index, image, mask, found, label, annotation, nuisances)
-
-    @staticmethod
-    def _draw(rng: np.random.Generator, tube: Tube, spec: DefectSpec, kink: Kink | None,
-              at: tuple[float, float], canvas: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Defect | None:
-        """Draw one defect into the frame of ``canvas`` (frame, inside, mask), add its pixels to the mask."""
-        frame, inside, mask = canvas
-        own = np.zeros_like(mask)
-        if kink is not None:  # already drawn with the tube; only its mask is missing
-            y, x = tube.point(kink.along, 0.0)
-            y0, x0, ys, xs = render.patch_grid(y, x, 3 * tube.radius)
-            own[y0 : y0 + ys.shape[0], x0 : x0 + xs.shape[1]] = render.kink_mask(tube, kink, ys, xs)
-        for patch in [] if kink else make_patches(rng, spec, *at):
-            rows = slice(patch.y0, patch.y0 + patch.add.shape[0])
-            cols = slice(patch.x0, patch.x0 + patch.add.shape[1])
-            frame[rows, cols] += patch.add * inside[rows, cols]
-            own[rows, cols] |= patch.mask & (inside[rows, cols] > 0.5)
-        box = box_of(own)
-        if box is None:
-            return None
-        mask |= own
-        size = max(box[2] - box[0], box[3] - box[1])
-        return Defect(spec.kind, spec.variant, size, box, spec.seen)
-
-    @staticmethod
-    def _wrong_annotation(rng: np.random.Generator, tube: Tube, label: bool) -> np.ndarray:
-        """A labeller's mistake: nothing painted on a defect, or a blob painted on a good part."""
-        painted = np.zeros((HEIGHT, WIDTH), dtype=bool)
-        if label:
-            _, y, x = place(rng, tube)
-            radius = rng.uniform(3, 10)
-            ys, xs = full_grid()
-            painted = (ys - y) ** 2 + (xs - x) ** 2 <= radius**2
-        return painted
-
-    def indices(self, split: str, count: int, start: int = 0) -> tuple[list[int], list[int]]:
-        """Indices of labelled-defective and labelled-good parts among ``count`` parts of a split."""
-        bad: list[int] = []
-        good: list[int] = []
-        for index in range(start, start + count):
-            (bad if self.labels(split, index)[1] else good).append(index)
-        return bad, good
+def cell_labels(annotations: np.ndarray, cell: int) -> np.ndarray:
+    """(B, T, T) painted pixels -> (B, T/cell, T/cell): a cell is defective if any pixel is."""
+    b, t, _ = annotations.shape
+    g = t // cell
+    return np.asarray(annotations.reshape(b, g, cell, g, cell).any(axis=(2, 4)))

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from models.quality.data import LabelNoise, Part, PartGenerator
 from models.quality.export import onnx_runner
-from models.quality.tiling import TileGeometry, infer
+from models.quality.runtime.tiling import TileGeometry, infer
 from models.quality.train import choose_threshold, geometry_of, load_config
 from models.runtime.manifest import load_manifest
+from sensors.simulate.parts import LabelNoise, Part, PartGenerator
 
 TEST_DEFECT_OFFSET = 100_000
 LOCATION_TOLERANCE = 8  # pixels: the heat map has one cell per 8 px
@@ -169,25 +169,38 @@ def write_results(folder: Path, variants: list[Variant], generator: PartGenerato
 
 
 def measure_latency(manifest_path: Path, generator: PartGenerator, frames: int = 30) -> dict[str, float]:
-    """CPU latency per frame through the agent's own task: JPEG decode, tiling, ONNX Runtime (1 thread)."""
-    import structlog
+    """CPU latency per frame along the agent's run-time path: JPEG decode, tiling, ONNX Runtime (1 thread)."""
+    import io
 
-    from agent.tasks.base import TaskContext
-    from agent.tasks.quality import QualityConfig, QualityTask
+    from PIL import Image
+
     from models.runtime import load_model
     from sensors.simulate.camera import CameraSimulator
 
-    context = TaskContext("eval", Path("/tmp"), load_model, structlog.get_logger("eval"))
-    task = QualityTask(QualityConfig(model=manifest_path), context)
+    model = load_model(manifest_path)
+    pre = model.manifest.preprocessing
+    norm = pre.get("normalisation", {})
+    geometry = TileGeometry(tile=int(pre["tile"]), stride=int(pre["stride"]), cell=int(pre["cell"]),
+                        mean=float(norm.get("mean", 0.5)), std=float(norm.get("std", 0.25)))
+    input_name = model.manifest.inputs[0].name
+
+    def run_tiles(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tile_prob, cell_prob = model.run({input_name: tiles})
+        return tile_prob, cell_prob
+
+    def inspect(payload: bytes) -> None:
+        image = np.asarray(Image.open(io.BytesIO(payload)).convert("L"), dtype=np.uint8)
+        infer(run_tiles, image, geometry, 128)
+
     camera = CameraSimulator("camera-eval", 0.5, seed=generator.seed + 1)
-    messages = [camera.frame(i, 1 + i) for i in range(frames)]
-    task.process(messages[0])
+    payloads = [bytes(camera.frame(i, 1 + i).data) for i in range(frames)]
+    inspect(payloads[0])
     timings = []
-    for message in messages:
+    for payload in payloads:
         started = time.perf_counter()
-        task.process(message)
+        inspect(payload)
         timings.append((time.perf_counter() - started) * 1000)
-    task.close()
+    model.close()
     return {"median_ms": float(np.median(timings)), "p95_ms": float(np.percentile(timings, 95)),
             "frames": frames, "threads": 1}
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from models.quality.network import Probabilities, TileNet
-from models.quality.tiling import RunTiles
+from models.quality.runtime.tiling import RunTiles
 
 INPUT_NAME = "tiles"
 OUTPUT_NAMES = ("tile_prob", "cell_prob")

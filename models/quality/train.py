@@ -22,13 +22,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional
 
-from models.quality.crops import CropSampler, build_bank
-from models.quality.data import LabelNoise, Part, PartGenerator
+from models.quality.data import CropSampler, build_bank
 from models.quality.export import check_export, export_onnx, onnx_runner
 from models.quality.network import NetworkConfig, TileNet
 from models.quality.pretrain import pretrain_backbone
-from models.quality.tiling import TileGeometry, infer
+from models.quality.runtime.tiling import TileGeometry, infer
 from models.runtime.manifest import Manifest, TensorSpec, write_manifest
+from sensors.simulate.parts import LabelNoise, Part, PartGenerator
 
 COMMAND = "python -m models.quality.train --config models/quality/train.yaml"
 VAL_DEFECT_OFFSET = 100_000  # indices of the extra, forced-defective validation parts

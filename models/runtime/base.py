@@ -6,9 +6,9 @@ import abc
 
 import numpy as np
 
+from sensors.errors import BackendUnavailable
 
-class BackendUnavailable(RuntimeError):
-    """The requested backend's library (e.g. tensorrt) is not installed on this machine."""
+__all__ = ["Backend", "BackendUnavailable"]
 
 
 class Backend(abc.ABC):

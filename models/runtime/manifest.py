@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from sensors.errors import ModelError
+
 
 class TensorSpec(BaseModel):
     """One model input or output."""
@@ -44,7 +46,7 @@ class Manifest(BaseModel):
         return base / self.file
 
 
-class ManifestError(ValueError):
+class ManifestError(ModelError):
     """A manifest that is missing, malformed or does not match its ONNX file."""
 
 

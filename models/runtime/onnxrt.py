@@ -50,6 +50,8 @@ def choose_providers(requested: Sequence[str], available: Sequence[str]) -> list
 class OnnxRuntimeBackend(Backend):
     """Runs a model with an ``onnxruntime.InferenceSession``."""
 
+    config_type = OnnxRuntimeConfig
+
     def __init__(self, manifest: Manifest, config: OnnxRuntimeConfig) -> None:
         import onnxruntime as ort
 

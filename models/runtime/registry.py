@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Any
 
 import numpy as np
 import structlog
-from pydantic import Field
 
 from models.runtime.base import Backend, BackendUnavailable
 from models.runtime.manifest import Manifest, load_manifest
 from models.runtime.onnxrt import OnnxRuntimeBackend, OnnxRuntimeConfig
-from models.runtime.tensorrt import TensorRTBackend, TensorRTConfig
+from models.runtime.tensorrt import TensorRTConfig
+from sensors.plugins import Registry
 
 log = structlog.get_logger(__name__)
-BackendConfig = Annotated[Union[OnnxRuntimeConfig, TensorRTConfig], Field(discriminator="kind")]
+BACKENDS: Registry[Backend] = Registry("backend", {
+    "onnxruntime": "models.runtime.onnxrt:OnnxRuntimeBackend",
+    "tensorrt": "models.runtime.tensorrt:TensorRTBackend",
+})
+#: the tagged union of every backend's settings, as the agent config takes it
+BackendConfig: Any = BACKENDS.config_union()
 
 
 @dataclass
@@ -37,16 +42,15 @@ def load_model(manifest_path: str | Path, config: OnnxRuntimeConfig | TensorRTCo
     """Load the model a manifest describes with the configured backend (ONNX Runtime CPU by default)."""
     manifest = load_manifest(manifest_path)
     config = config or OnnxRuntimeConfig()
-    backend: Backend
-    if isinstance(config, TensorRTConfig):
-        try:
-            backend = TensorRTBackend(manifest, config)
-        except BackendUnavailable as error:
-            fallback = OnnxRuntimeConfig(providers=["tensorrt", "cuda", "cpu"], fp16=config.fp16,
-                                         engine_cache_dir=config.cache_dir / "onnxruntime")
-            backend = OnnxRuntimeBackend(manifest, fallback)
-            log.warning("native TensorRT backend unavailable; falling back to ONNX Runtime", model=manifest.name,
-                        asked="tensorrt", reason=str(error), used=backend.providers)
-    else:
-        backend = OnnxRuntimeBackend(manifest, config)
+    backend_type: Any = BACKENDS.get(config.kind)
+    try:
+        backend: Backend = backend_type(manifest, config)
+    except BackendUnavailable as error:
+        if not isinstance(config, TensorRTConfig):
+            raise
+        fallback = OnnxRuntimeConfig(providers=["tensorrt", "cuda", "cpu"], fp16=config.fp16,
+                                     engine_cache_dir=config.cache_dir / "onnxruntime")
+        backend = OnnxRuntimeBackend(manifest, fallback)
+        log.warning("native TensorRT backend unavailable; falling back to ONNX Runtime", model=manifest.name,
+                    asked="tensorrt", reason=str(error), used=backend.providers)
     return Model(manifest, backend)

@@ -25,8 +25,8 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.runtime.base import Backend, BackendUnavailable
-from models.runtime.files import write_bytes_atomic
 from models.runtime.manifest import file_sha256
+from sensors.files import write_bytes_atomic
 
 if TYPE_CHECKING:
     from models.runtime.manifest import Manifest, TensorSpec
@@ -245,6 +245,8 @@ class Cuda:
 
 class TensorRTBackend(Backend):
     """Runs a model as a TensorRT engine built from its ONNX file, cached per device."""
+
+    config_type = TensorRTConfig
 
     def __init__(self, manifest: Manifest, config: TensorRTConfig) -> None:
         trt, cudart = import_libraries()

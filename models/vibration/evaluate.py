@@ -3,7 +3,7 @@
     python -m models.vibration.evaluate                     # the held-out test fleet
     python -m models.vibration.evaluate --fleet validation  # the fleet used for tuning
 
-Each machine's snapshots go through :class:`models.vibration.monitor.MachineMonitor` (the agent's own
+Each machine's snapshots go through :class:`models.vibration.runtime.monitor.MachineMonitor` (the agent's own
 normalisation, threshold and alarm logic) once per scorer, with the monitor settings recorded in the
 model's manifest (``thresholds``; ``--agent-defaults`` uses MonitorSettings() instead).  Reported per
 scorer: detection delay after fault onset, faults missed, false alarms per machine-day on healthy
@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from models.runtime import Model, load_manifest, load_model
-from models.vibration.dataset import DAY_S, FleetConfig, MachineData, fleet_data
-from models.vibration.monitor import MachineMonitor, MonitorSettings
-from models.vibration.scorers import SCORERS, Scorer, make_scorer
+from models.vibration.data import DAY_S, FleetConfig, MachineData, fleet_data
+from models.vibration.runtime.monitor import MachineMonitor, MonitorSettings
+from models.vibration.runtime.scorers import SCORERS, Scorer, make_scorer
 
 #: the held-out fleet (never used for training or tuning) and the validation fleet used for tuning
 FLEETS = {
@@ -197,7 +197,7 @@ def scorer_factories(methods: list[str], manifest: Path) -> tuple[dict[str, Call
 
 def monitor_settings(base: dict[str, float], overrides: list[str]) -> MonitorSettings:
     """MonitorSettings from ``base`` (e.g. a manifest's thresholds), then FIELD=VALUE overrides."""
-    fields = MonitorSettings.__dataclass_fields__
+    fields = MonitorSettings.model_fields
     values: dict[str, float] = dict(base)
     for item in overrides:
         key, _, value = item.partition("=")
@@ -205,9 +205,7 @@ def monitor_settings(base: dict[str, float], overrides: list[str]) -> MonitorSet
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise SystemExit(f"not MonitorSettings fields: {', '.join(unknown)}")
-    typed: dict[str, Any] = {key: int(value) if fields[key].type == "int" else value
-                             for key, value in values.items()}
-    return MonitorSettings(**typed)
+    return MonitorSettings.model_validate(values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         plot_grid(items, args.out / f"{args.fleet}_{method}.png", f"{method} on the {args.fleet} fleet")
     report = {
         "fleet": {"name": args.fleet, **asdict(fleet)},
-        "monitor": asdict(settings),
+        "monitor": settings.model_dump(),
         "model": None if model is None else {"name": model.manifest.name, "version": model.manifest.version},
         "summary": summaries,
         "machines": {method: {r.machine: r.summary() for r in items} for method, items in results.items()},

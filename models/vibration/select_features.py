@@ -8,7 +8,7 @@ tsfresh's relevance tests (Mann-Whitney per feature, Benjamini-Hochberg at the g
 writes a small report (Markdown and JSON) of what was selected.
 
 Also here: :func:`tsfresh_equivalents`, the tsfresh calculations that give the same numbers as
-:mod:`models.vibration.features` (used by the equality test and the speed benchmark).
+:mod:`models.vibration.runtime.features` (used by the equality test and the speed benchmark).
 Training-side only: imports tsfresh and pandas, never imported by the agent.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from models.vibration.features import FEATURE_NAMES, N_BANDS, FeatureSettings, band_edges, prepare_windows
+from models.vibration.runtime.features import FEATURE_NAMES, N_BANDS, FeatureSettings, band_edges, prepare_windows
 from sensors.simulate.vibration import FAULT_KINDS, VibrationSimulator, make_fleet, run_to_failure
 
 #: numpy features that tsfresh computes too (directly or from its fft coefficients)

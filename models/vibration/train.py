@@ -18,10 +18,10 @@ import yaml
 
 from models.runtime import Manifest, write_manifest
 from models.runtime.manifest import TensorSpec
-from models.vibration.dataset import FleetConfig, MachineData, fleet_data
+from models.vibration.data import FleetConfig, MachineData, fleet_data
 from models.vibration.export import INPUT_NAME, OUTPUT_NAMES, check_export, export_onnx
-from models.vibration.monitor import MonitorSettings, Normaliser
 from models.vibration.network import LstmAutoencoder, NetworkConfig
+from models.vibration.runtime.monitor import MonitorSettings, Normaliser
 
 #: monitor settings recorded in the manifest's thresholds: the alarm logic the evaluation used
 THRESHOLD_SETTINGS = ("threshold_quantile", "threshold_margin", "ewma_alpha", "k", "n", "clear_ratio",
@@ -199,11 +199,11 @@ def write_model(model: LstmAutoencoder, config: RunConfig, config_path: Path, se
             "feature_names": config.fleet.feature_names,
             "sequence_length": length,
             "normalisation": "per machine: z-scores over its baseline windows, log scale for positive features "
-                             "(models.vibration.monitor.Normaliser)",
+                             "(models.vibration.runtime.monitor.Normaliser)",
             "spike_removal": True,
         },
         postprocessing={"score": "z-score of the log reconstruction error against the machine's baseline "
-                                 "(models.vibration.lstm_scorer.LstmAutoencoderScorer)"},
+                                 "(models.vibration.runtime.lstm.LstmAutoencoderScorer)"},
         thresholds={key: float(getattr(settings, key)) for key in THRESHOLD_SETTINGS},
         report="README.md",
         training={"command": f"python -m models.vibration.train --config {config_path}", "seed": config.seed,

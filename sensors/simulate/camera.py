@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from models.quality.data import LabelNoise, Part, PartGenerator
+from sensors.simulate.parts import LabelNoise, Part, PartGenerator
 from sensors.wire import Encoding, Kind, SensorMessage
 
 

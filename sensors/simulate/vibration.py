@@ -32,15 +32,15 @@ from typing import Any, Literal
 import numpy as np
 from scipy import signal
 
-from models.vibration.bearing import BearingGeometry
-from models.vibration.jsonio import write_json_atomic
+from sensors.bearing import BearingGeometry
+from sensors.files import write_json_atomic
 from sensors.wire import Kind, SensorMessage
 
 FaultKind = Literal["outer_race", "inner_race", "rolling_element"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("outer_race", "inner_race", "rolling_element")
 #: bearings to draw a fleet from: IMS Rexnord ZA-2115, SKF 6205 (CWRU rig), SKF 6308, SKF 22210 (spherical)
 BEARING_CATALOGUE = (
-    BearingGeometry(16, 0.331, 2.815, 15.17),
+    BearingGeometry(),  # the default: IMS Rexnord ZA-2115
     BearingGeometry(9, 7.94, 39.04, 0.0),
     BearingGeometry(8, 15.0, 65.0, 0.0),
     BearingGeometry(14, 11.0, 70.0, 10.0),

@@ -40,7 +40,9 @@ from agent.tasks.base import Task, TaskConfig, TaskContext
 from agent.windowing import Window
 from models.runtime import Manifest, load_model, write_manifest
 from models.runtime.manifest import TensorSpec
-from sensors.sources import MqttSource, ZmqSource
+from sensors.sources import SourceEnv
+from sensors.sources.mqtt import MqttSource
+from sensors.sources.zmq import ZmqSource
 from sensors.wire import Kind, SensorMessage, decode, encode
 from tests.conftest import Broker, free_port
 
@@ -225,7 +227,7 @@ def _agent_mqtt(context: Any, port: int, count: int) -> float:
     dispatcher = Dispatcher(stats, 1 << 24, RejectionReporter(lambda task, draft: None))
     source_config = parse_config({"device": "bench", "sources": [{"kind": "mqtt", "host": "127.0.0.1", "port": port}],
                                   "sinks": [{"kind": "console"}], "tasks": {}}).sources[0]
-    source = MqttSource(source_config, "bench")  # type: ignore[arg-type]
+    source = MqttSource(source_config, SourceEnv("bench", zmq.Context.instance(), 1 << 24))
     source.start(dispatcher.submit)
     source.connected.wait(5)
     time.sleep(0.3)
@@ -271,7 +273,7 @@ def zmq_ingest(count: int) -> dict[str, float]:
     source_config = parse_config({"device": "bench", "sources": [{"kind": "zmq", "endpoint": endpoint,
                                                                    "receive_hwm": 100_000}],
                                   "sinks": [{"kind": "console"}], "tasks": {}}).sources[0]
-    source = ZmqSource(source_config, zmq.Context.instance(), 1 << 24)  # type: ignore[arg-type]
+    source = ZmqSource(source_config, SourceEnv("bench", zmq.Context.instance(), 1 << 24))
     source.start(dispatcher.submit)
     process = context.Process(target=_zmq_pusher, args=(endpoint, count))
     process.start()

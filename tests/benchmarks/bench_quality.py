@@ -22,7 +22,7 @@ import structlog
 from PIL import Image
 
 from agent.tasks.base import TaskContext
-from agent.tasks.quality import QualityConfig, QualityTask
+from agent.tasks.quality.task import QualityConfig, QualityTask
 from models.runtime import load_manifest, load_model
 from sensors.simulate.camera import CameraSimulator
 from sensors.wire import SensorMessage

@@ -22,10 +22,10 @@ import numpy as np
 import structlog
 
 from agent.tasks.base import TaskContext
-from agent.tasks.vibration import VibrationConfig, VibrationTask
+from agent.tasks.vibration.task import VibrationConfig, VibrationTask
 from agent.windowing import Windower
 from models.runtime import load_model
-from models.vibration.features import extract
+from models.vibration.runtime.features import extract
 from sensors.simulate.vibration import VibrationSimulator, make_fleet, run_to_failure
 from sensors.wire import decode, encode
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.vibration import features as features_module
-from models.vibration.features import (
+from models.vibration.runtime import features as features_module
+from models.vibration.runtime.features import (
     SELECTED_FEATURES,
     FeatureSettings,
     column_index,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
@@ -21,3 +23,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Write JSON atomically (see :func:`write_bytes_atomic`)."""
+    return write_bytes_atomic(path, json.dumps(data, indent=1, allow_nan=False).encode())

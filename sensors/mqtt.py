@@ -10,7 +10,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.config import MqttConnection, Tls
+from sensors.settings import MqttConnection, Tls
 
 log = structlog.get_logger(__name__)
 

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from models.vibration.bearing import FAULT_TYPES
-from models.vibration.features import LOG_FEATURES
-from models.vibration.jsonio import write_json_atomic
-from models.vibration.scorers import Scorer
+from models.vibration.runtime.features import LOG_FEATURES
+from models.vibration.runtime.scorers import Scorer
+from sensors.bearing import FAULT_TYPES
+from sensors.files import write_json_atomic
 
 STATE_VERSION = 1
 Transition = Literal["baseline_learning", "baseline_ready", "raised", "updated", "cleared"]
@@ -33,41 +34,48 @@ Transition = Literal["baseline_learning", "baseline_ready", "raised", "updated",
 FAULT_EVIDENCE = ("env_bpfo", "env_bpfi", "env_bsf")
 
 
-@dataclass(frozen=True)
-class MonitorSettings:
-    """How the normal state is learnt and when an anomaly is raised and cleared."""
+class MonitorSettings(BaseModel):
+    """How the normal state is learnt and when an anomaly is raised and cleared.
 
-    baseline_windows: int = 120
-    #: out-of-fold splits of the baseline for the threshold's calibration scores
-    folds: int = 5
-    ewma_alpha: float = 0.3
-    threshold_quantile: float = 0.99
-    #: threshold = median + margin x (quantile - median) of the smoothed baseline scores
-    threshold_margin: float = 1.5
-    k: int = 3
-    n: int = 5
-    #: clear once the smoothed score stays under median + clear_ratio x (threshold - median) ...
-    clear_ratio: float = 0.7
-    #: ... for this many consecutive windows
-    clear_windows: int = 10
-    update_interval_s: float = 60.0
-    #: raw scores are capped at median + score_cap x (threshold - median) before smoothing, so one
-    #: wild window cannot hold the smoothed score up for long and k-of-n keeps its meaning; with
-    #: ewma_alpha x score_cap < 1 one window alone cannot even reach the threshold
-    score_cap: float = 3.0
-    #: floor under each feature's baseline spread (normalised units), so a near-constant feature
-    #: does not turn tiny drifts into huge z-scores
-    scale_floor: float = 0.1
-    top_features: int = 5
-    #: z-score an envelope feature must exceed to name a likely fault type
-    fault_z: float = 4.0
+    The one definition of these defaults: the vibration task's config inherits these fields, the
+    evaluation starts from them, and the model card quotes them from here.
+    """
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.k <= self.n:
-            raise ValueError(f"need 1 <= k <= n, got k={self.k}, n={self.n}")
-        if self.baseline_windows < 2 * self.folds or self.folds < 2:
-            raise ValueError(f"need folds >= 2 and baseline_windows >= 2 x folds, got {self.folds}, "
-                             f"{self.baseline_windows}")
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    baseline_windows: int = Field(default=120, ge=10, le=100_000,
+                                  description="windows of a new machine's data that define its normal state")
+    folds: int = Field(default=5, ge=2, le=20, description="out-of-fold splits that calibrate the threshold")
+    ewma_alpha: float = Field(default=0.3, gt=0, le=1, description="smoothing of the score (1 = none)")
+    threshold_quantile: float = Field(default=0.99, gt=0.5, lt=1,
+                                      description="quantile of the smoothed baseline scores the threshold starts from")
+    threshold_margin: float = Field(default=2.0, ge=1, le=100,
+                                    description="threshold = median + margin x (quantile - median) of baseline scores "
+                                                "(2.0: the smallest without false alarms on the validation fleet)")
+    k: int = Field(default=3, ge=1, le=1000, description="raise when k of the last n windows exceed the threshold")
+    n: int = Field(default=5, ge=1, le=1000, description="see k")
+    clear_ratio: float = Field(default=0.7, ge=0, le=1,
+                               description="clear below median + clear_ratio x (threshold - median) ...")
+    clear_windows: int = Field(default=10, ge=1, le=100_000, description="... for this many windows in a row")
+    update_interval_s: float = Field(default=60.0, ge=0, le=86_400,
+                                     description="least time between anomaly_updated events of a machine")
+    score_cap: float = Field(default=3.0, ge=1, le=1000,
+                             description="cap on one window's score, in threshold distances from normal, so one "
+                                         "wild window cannot hold the smoothed score up for long")
+    scale_floor: float = Field(default=0.002, gt=0, le=10,
+                               description="floor under each feature's baseline spread (normalised units), so a "
+                                           "near-constant feature cannot turn tiny drifts into huge z-scores "
+                                           "(0.002: chosen on the validation fleet)")
+    top_features: int = Field(default=5, ge=1, le=100, description="deviating features named in an anomaly event")
+    fault_z: float = Field(default=4.0, gt=0, description="z-score an envelope feature must exceed to name a "
+                                                          "likely fault type")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MonitorSettings:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) must not exceed n ({self.n})")
+        if self.baseline_windows < 2 * self.folds:
+            raise ValueError(f"baseline_windows ({self.baseline_windows}) must be at least 2 x folds ({self.folds})")
+        return self
 
 
 @dataclass
@@ -102,7 +110,7 @@ class Decision:
 class Normaliser:
     """Per-feature z-scores learnt from the baseline; positive, decade-spanning features on a log scale."""
 
-    def __init__(self, names: list[str], scale_floor: float = 0.1) -> None:
+    def __init__(self, names: list[str], scale_floor: float) -> None:
         self.names = names
         self.log_mask = np.array([name.rpartition(".")[2] in LOG_FEATURES for name in names])
         self.scale_floor = scale_floor

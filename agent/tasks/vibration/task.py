@@ -2,7 +2,7 @@
 
 Each sensor is one machine.  A new machine needs no human step: the task learns its normal state
 from its first ``baseline_windows`` windows (``baseline_learning`` ... ``baseline_ready``), then
-scores every window (:class:`models.vibration.monitor.MachineMonitor`) and reports
+scores every window (:class:`models.vibration.runtime.monitor.MachineMonitor`) and reports
 ``anomaly_raised`` (alarm), ``anomaly_updated`` (warning, at most every ``update_interval_s``),
 ``anomaly_cleared`` (info), and a ``health`` event (0-100) per machine every ``health_interval_s``.
 Learnt state lives in one JSON file per sensor in the task's state dir and survives restarts;
@@ -13,134 +13,31 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.events import EventDraft, ModelRef
-from agent.tasks.base import RejectedInput, Task, TaskConfig, TaskContext
+from agent.tasks.base import RejectedInput, Task, TaskContext
+from agent.tasks.vibration import events
+from agent.tasks.vibration.commands import COMMANDS
+from agent.tasks.vibration.config import VibrationConfig
+from agent.tasks.vibration.events import AnomalyRaised
+from agent.tasks.vibration.simulate import VibrationSimulation
 from agent.windowing import Window
 from models.runtime import Model
-from models.vibration.bearing import BearingGeometry
-from models.vibration.features import (
-    FEATURE_NAMES,
-    SELECTED_FEATURES,
+from models.vibration.runtime.features import (
     FeatureSettings,
+    UnusableWindow,
     column_index,
     feature_names,
     window_features,
 )
-from models.vibration.monitor import Decision, MachineMonitor, MonitorSettings, StateStore
-from models.vibration.scorers import SCORERS, Scorer, make_scorer, scorer_class
+from models.vibration.runtime.monitor import Decision, MachineMonitor, StateStore
+from models.vibration.runtime.scorers import Scorer, make_scorer, scorer_class
+from sensors.errors import ConfigError
 from sensors.wire import Kind, SensorMessage
-
-
-class BearingConfig(BaseModel):
-    """Bearing geometry; the defaults are the IMS rig's Rexnord ZA-2115."""
-
-    model_config = ConfigDict(extra="forbid")
-    n_elements: int = Field(default=16, ge=3, le=100, description="number of rolling elements")
-    element_diameter: float = Field(default=0.331, gt=0, description="rolling element diameter (any unit)")
-    pitch_diameter: float = Field(default=2.815, gt=0, description="pitch diameter (same unit)")
-    contact_angle_deg: float = Field(default=15.17, ge=0, lt=90, description="contact angle, degrees")
-
-    def geometry(self) -> BearingGeometry:
-        return BearingGeometry(self.n_elements, self.element_diameter, self.pitch_diameter,
-                               self.contact_angle_deg)
-
-
-class MachineConfig(BaseModel):
-    """What differs for the machines whose sensor ids match a pattern."""
-
-    model_config = ConfigDict(extra="forbid")
-    bearing: BearingConfig | None = Field(default=None, description="bearing geometry (default: the task's)")
-    shaft_hz: float | None = Field(default=None, gt=0, le=1000,
-                                   description="known shaft speed, Hz (default: the task's, or estimated)")
-
-
-MONITOR_FIELDS = ("baseline_windows", "folds", "ewma_alpha", "threshold_quantile", "threshold_margin", "k", "n",
-                  "clear_ratio", "clear_windows", "update_interval_s", "score_cap", "scale_floor")
-
-
-class VibrationConfig(TaskConfig):
-    """Settings of the vibration task."""
-
-    features: list[str] = Field(
-        default_factory=lambda: list(SELECTED_FEATURES),
-        description="features to monitor per channel (default: those tsfresh selected); a model's manifest "
-                    "(preprocessing.feature_names) overrides this")
-    scorer: str = Field(default="mahalanobis",
-                        description=f"anomaly scorer: one of {', '.join(SCORERS)}; lstm_ae needs `model`")
-    baseline_windows: int = Field(default=120, ge=10, le=100_000,
-                                  description="windows of a new machine's data that define its normal state")
-    folds: int = Field(default=5, ge=2, le=20, description="out-of-fold splits that calibrate the threshold")
-    ewma_alpha: float = Field(default=0.3, gt=0, le=1, description="smoothing of the score (1 = none)")
-    threshold_quantile: float = Field(default=0.99, gt=0.5, lt=1,
-                                      description="quantile of the smoothed baseline scores the threshold starts from")
-    threshold_margin: float = Field(default=2.0, ge=1, le=100,
-                                    description="threshold = median + margin x (quantile - median) of baseline scores "
-                                                "(2.0: the smallest without false alarms on the validation fleet)")
-    scale_floor: float = Field(default=0.002, gt=0, le=10,
-                               description="floor under each feature's baseline spread (normalised units), so a "
-                                           "near-constant feature cannot turn tiny drifts into huge z-scores")
-    k: int = Field(default=3, ge=1, le=1000, description="raise when k of the last n windows exceed the threshold")
-    n: int = Field(default=5, ge=1, le=1000, description="see k")
-    clear_ratio: float = Field(default=0.7, ge=0, le=1,
-                               description="clear below median + clear_ratio x (threshold - median) ...")
-    clear_windows: int = Field(default=10, ge=1, le=100_000, description="... for this many windows in a row")
-    score_cap: float = Field(default=3.0, ge=1, le=1000,
-                             description="cap on one window's score, in threshold distances from normal")
-    update_interval_s: float = Field(default=60.0, ge=0, le=86_400,
-                                     description="least time between anomaly_updated events of a machine")
-    health_interval_s: float = Field(default=60.0, gt=0, le=86_400, description="period of health events")
-    save_interval_s: float = Field(default=60.0, gt=0, le=86_400, description="period of saving learnt state")
-    max_flat_fraction: float = Field(default=0.05, gt=0, lt=1,
-                                     description="reject windows with more repeated samples (dropouts)")
-    bearing: BearingConfig = Field(default_factory=BearingConfig, description="default bearing geometry")
-    shaft_hz: float | None = Field(default=None, gt=0, le=1000,
-                                   description="default shaft speed, Hz; unset: estimated from each window")
-    shaft_range_hz: tuple[float, float] = Field(default=(5.0, 120.0),
-                                                description="where to look for the shaft speed when estimating")
-    machines: dict[str, MachineConfig] = Field(
-        default_factory=dict, description="per-machine settings by sensor id pattern (fnmatch); first match wins")
-
-    @field_validator("features")
-    @classmethod
-    def _known_features(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(FEATURE_NAMES))
-        if unknown or not value:
-            raise ValueError(f"unknown features {unknown}; known: {', '.join(FEATURE_NAMES)}")
-        return value
-
-    @field_validator("scorer")
-    @classmethod
-    def _known_scorer(cls, value: str) -> str:
-        if value not in SCORERS:
-            raise ValueError(f"unknown scorer {value!r}; known: {', '.join(SCORERS)}")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> VibrationConfig:
-        if self.k > self.n:
-            raise ValueError(f"k ({self.k}) must not exceed n ({self.n})")
-        if self.baseline_windows < 2 * self.folds:
-            raise ValueError(f"baseline_windows ({self.baseline_windows}) must be at least 2 x folds ({self.folds})")
-        if self.model is None and scorer_class(self.scorer).needs_model:
-            raise ValueError(f"scorer {self.scorer!r} needs a model: set `model` to its manifest "
-                             "(e.g. models/vibration/manifest.yaml) or choose a shallow scorer")
-        return self
-
-    def monitor_settings(self, validated: Mapping[str, float] | None = None) -> MonitorSettings:
-        """The monitor's settings; those the config leaves unset come from ``validated`` (the model
-        manifest's ``thresholds``: what the model was evaluated with) where it has them."""
-        values: dict[str, Any] = {name: getattr(self, name) for name in MONITOR_FIELDS}
-        for name, value in (validated or {}).items():
-            if name in values and name not in self.model_fields_set:
-                values[name] = type(values[name])(value)
-        return MonitorSettings(**values)
 
 
 @dataclass
@@ -162,22 +59,23 @@ class _Machine:
     notes: list[str] = field(default_factory=list)
 
 
-class VibrationTask(Task):
+class VibrationTask(Task[VibrationConfig]):
     """Vibration windows -> baseline, anomaly and health events, one machine per sensor."""
 
     name = "vibration"
     kinds = frozenset({Kind.VIBRATION})
     config_type = VibrationConfig
+    events = events.EVENTS
+    simulation = VibrationSimulation
+    commands = COMMANDS
 
-    def __init__(self, config: TaskConfig, context: TaskContext) -> None:
+    def __init__(self, config: VibrationConfig, context: TaskContext) -> None:
         super().__init__(config, context)
-        if not isinstance(config, VibrationConfig):
-            raise TypeError(f"vibration needs a VibrationConfig, got {type(config).__name__}")
         self.settings = config
         self.model: Model | None = None
         if scorer_class(config.scorer).needs_model:
             if config.model is None:
-                raise ValueError(f"vibration: scorer {config.scorer!r} needs a model; set `model` to its manifest")
+                raise ConfigError(f"vibration: scorer {config.scorer!r} needs a model; set `model` to its manifest")
             self.model = context.load_model(config.model)
         self.model_ref = (ModelRef(self.model.manifest.name, self.model.manifest.version) if self.model
                           else ModelRef(config.scorer, "builtin"))
@@ -211,7 +109,7 @@ class VibrationTask(Task):
             names = [str(name) for name in self.model.manifest.preprocessing["feature_names"]]
             try:
                 column_index(channels, names)
-            except ValueError as error:
+            except UnusableWindow as error:
                 raise RejectedInput(f"the model's features do not fit this stream: {error}") from None
             return names
         return feature_names(channels, self.settings.features)
@@ -255,7 +153,7 @@ class VibrationTask(Task):
         try:
             vector, shaft, spikes = window_features(item.samples, item.sample_rate, machine.settings,
                                                     self.settings.max_flat_fraction)
-        except ValueError as error:  # UnusableWindow, or a window too short for the shaft speed
+        except UnusableWindow as error:  # a dropout, or a window too short for the shaft speed
             machine.rejected += 1
             raise RejectedInput(f"{item.sensor_id}: {error}") from None
         machine.spikes += spikes
@@ -275,34 +173,36 @@ class VibrationTask(Task):
         monitor = machine.monitor
         if transition == "baseline_learning":
             reason = machine.notes.pop() if machine.notes else "new machine"
-            return EventDraft("baseline_learning", sensor, decision.time_ns, "info", None, self.model_ref,
-                              {"windows_needed": settings.baseline_windows, "window_s": settings.window_s,
-                               "scorer": settings.scorer, "reason": reason})
+            return events.BaselineLearning(
+                windows_needed=settings.baseline_windows, window_s=settings.window_s, scorer=settings.scorer,
+                reason=reason).draft(sensor, decision.time_ns, "info", None, self.model_ref)
         if transition == "baseline_ready":
-            return EventDraft("baseline_ready", sensor, decision.time_ns, "info", decision.threshold,
-                              self.model_ref,
-                              {"windows": decision.collected, "threshold": decision.threshold,
-                               "scorer": settings.scorer, "features": len(monitor.names),
-                               "shaft_hz": round(machine.shaft_hz, 2)})
+            assert decision.threshold is not None  # a ready baseline has a threshold
+            return events.BaselineReady(
+                windows=decision.collected, threshold=decision.threshold, scorer=settings.scorer,
+                features=len(monitor.names), shaft_hz=round(machine.shaft_hz, 2),
+            ).draft(sensor, decision.time_ns, "info", decision.threshold, self.model_ref)
         if transition == "cleared":
             started = machine.raised_ns
             machine.raised_ns = None
-            return EventDraft("anomaly_cleared", sensor, decision.time_ns, "info", decision.smoothed,
-                              self.model_ref,
-                              {"score": decision.smoothed, "threshold": decision.threshold,
-                               "duration_s": None if started is None else (decision.time_ns - started) / 1e9})
+            return events.AnomalyCleared(
+                score=decision.smoothed, threshold=decision.threshold,
+                duration_s=None if started is None else (decision.time_ns - started) / 1e9,
+            ).draft(sensor, decision.time_ns, "info", decision.smoothed, self.model_ref)
         if transition == "raised":
             machine.raised_ns = decision.time_ns
-        return EventDraft("anomaly_raised" if transition == "raised" else "anomaly_updated", sensor,
-                          decision.time_ns, "alarm" if transition == "raised" else "warning",
-                          decision.smoothed, self.model_ref, self._anomaly_body(machine, decision))
+        body = self._anomaly_body(machine, decision, events.AnomalyRaised if transition == "raised"
+                                  else events.AnomalyUpdated)
+        return body.draft(sensor, decision.time_ns, "alarm" if transition == "raised" else "warning",
+                          decision.smoothed, self.model_ref)
 
-    def _anomaly_body(self, machine: _Machine, decision: Decision) -> dict[str, Any]:
+    def _anomaly_body(self, machine: _Machine, decision: Decision,
+                      kind: type[AnomalyRaised]) -> AnomalyRaised:
         assert decision.z is not None  # monitoring decisions carry z-scores
         monitor = machine.monitor
         fault, evidence = monitor.likely_fault(decision.z)
         frequencies = machine.settings.geometry.frequencies(machine.shaft_hz)
-        return {
+        return kind.model_validate({
             "level": decision.level,
             "score": decision.smoothed,
             "threshold": decision.threshold,
@@ -312,7 +212,7 @@ class VibrationTask(Task):
             "fault_evidence_z": evidence,
             "shaft_hz": round(machine.shaft_hz, 2),
             "fault_frequencies_hz": {name: round(value, 2) for name, value in frequencies.items()},
-        }
+        })
 
     def tick(self, now_ns: int) -> list[EventDraft]:
         now = time.monotonic()
@@ -333,15 +233,14 @@ class VibrationTask(Task):
         else:
             state = "anomaly" if decision is not None and decision.alarm else "normal"
             health = round(decision.health, 1) if decision is not None and decision.smoothed is not None else 100.0
-        body = {"health": health, "state": state, "windows": machine.windows, "rejected": machine.rejected,
-                "spikes_removed": machine.spikes, "shaft_hz": round(machine.shaft_hz, 2),
-                "score": None if decision is None else decision.smoothed,
-                "threshold": None if monitor.learning else monitor.threshold}
-        if monitor.learning:
-            body["baseline_progress"] = len(monitor.baseline) / monitor.settings.baseline_windows
+        body = events.Health(
+            health=health, state=state, windows=machine.windows, rejected=machine.rejected,
+            spikes_removed=machine.spikes, shaft_hz=round(machine.shaft_hz, 2),
+            score=None if decision is None else decision.smoothed,
+            threshold=None if monitor.learning else monitor.threshold,
+            baseline_progress=len(monitor.baseline) / monitor.settings.baseline_windows if monitor.learning else None)
         machine.windows = machine.rejected = machine.spikes = 0
-        return EventDraft("health", sensor, machine.last_time_ns or time.time_ns(), "info", health,
-                          self.model_ref, body)
+        return body.draft(sensor, machine.last_time_ns or time.time_ns(), "info", health, self.model_ref)
 
     def _notice_resets(self) -> None:
         """A machine whose saved file vanished was reset (reset-baseline): forget it, learn again."""

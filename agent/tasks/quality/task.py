@@ -13,45 +13,34 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
-from pydantic import Field
 
+import models
 from agent.events import EventDraft, ModelRef
-from agent.tasks.base import RejectedInput, Task, TaskConfig, TaskContext
+from agent.tasks.base import RejectedInput, Task, TaskContext
 from agent.tasks.frames import decode_frame, encode_jpeg
+from agent.tasks.quality import events
+from agent.tasks.quality.config import QualityConfig
+from agent.tasks.quality.simulate import CameraSimulation
 from agent.windowing import Window
-from models.quality.tiling import Inference, TileGeometry, infer
+from models.quality.runtime.tiling import Inference, TileGeometry, infer
 from models.runtime import Model
+from sensors.errors import ConfigError
 from sensors.wire import Kind, SensorMessage
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "quality" / "manifest.yaml"
+DEFAULT_MODEL = Path(models.__file__).resolve().parent / "quality" / "manifest.yaml"
 
 
-class QualityConfig(TaskConfig):
-    """Settings of the quality task."""
-
-    reject_threshold: float | None = Field(
-        default=None, gt=0, lt=1, description="reject when the part score exceeds this; overrides the manifest")
-    false_reject_target: float | None = Field(
-        default=None, gt=0, lt=1,
-        description="pick the manifest's validated threshold for this false-reject rate (e.g. 0.005)")
-    crop_size: int = Field(default=128, ge=32, le=1024, description="side of the JPEG defect crop, pixels")
-    crop_quality: int = Field(default=85, ge=30, le=95, description="JPEG quality of the defect crop")
-    tile_batch: int = Field(default=128, ge=1, le=4096, description="tiles per model run")
-    box_level: float = Field(default=0.5, gt=0, le=1,
-                             description="defect box = hot cells connected to the peak above this share of it")
-
-
-class QualityTask(Task):
+class QualityTask(Task[QualityConfig]):
     """Camera frames of parts -> ``part_inspected`` events (info on accept, alarm on reject)."""
 
     name = "quality"
     kinds = frozenset({Kind.FRAME})
     config_type = QualityConfig
+    events = events.EVENTS
+    simulation = CameraSimulation
 
-    def __init__(self, config: TaskConfig, context: TaskContext) -> None:
+    def __init__(self, config: QualityConfig, context: TaskContext) -> None:
         super().__init__(config, context)
-        if not isinstance(config, QualityConfig):
-            raise TypeError(f"quality needs a QualityConfig, got {type(config).__name__}")
         self.settings = config
         self.model: Model = context.load_model(config.model or DEFAULT_MODEL)
         manifest = self.model.manifest
@@ -72,7 +61,7 @@ class QualityTask(Task):
         table = {float(k): float(v) for k, v in post.get("false_reject_thresholds", {}).items()}
         allowed = [rate for rate in table if rate <= target]
         if not allowed:
-            raise ValueError(f"quality: the model has no validated threshold for a false-reject rate <= {target} "
+            raise ConfigError(f"quality: the model has no validated threshold for a false-reject rate <= {target} "
                              f"(it has {sorted(table)})")
         return table[max(allowed)]
 
@@ -92,18 +81,17 @@ class QualityTask(Task):
         reject = found.score > self.threshold
         peak, box = self.geometry.peak_and_box(found.heat, self.settings.box_level * found.score)
         box = clip_box(box, image.shape)
-        body = {
-            "part_id": str(item.meta.get("part_id", f"{item.sensor_id}-{item.seq}")),
-            "decision": "reject" if reject else "accept",
-            "threshold": self.threshold,
-            "location": {"box": list(box), "peak": list(peak), "peak_score": found.score},
-            "tiles": len(found.tile_scores),
-            "frame": {"width": int(image.shape[1]), "height": int(image.shape[0])},
-        }
+        body = events.PartInspected(
+            part_id=str(item.meta.get("part_id", f"{item.sensor_id}-{item.seq}")),
+            decision="reject" if reject else "accept",
+            threshold=self.threshold,
+            location=events.DefectLocation(box=list(box), peak=list(peak), peak_score=found.score),
+            tiles=len(found.tile_scores),
+            frame=events.FrameSize(width=int(image.shape[1]), height=int(image.shape[0])),
+        )
         attachment = self.crop(image, box) if reject else None
-        return [EventDraft(type="part_inspected", sensor=item.sensor_id, source_time_ns=item.timestamp_ns,
-                           severity="alarm" if reject else "info", score=found.score, model=self.ref,
-                           body=body, attachment=attachment)]
+        return [body.draft(item.sensor_id, item.timestamp_ns, "alarm" if reject else "info", found.score,
+                           self.ref, attachment)]
 
     def crop(self, image: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
         """JPEG of the defect area (at least ``crop_size`` square) with the box drawn in red."""

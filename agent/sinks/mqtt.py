@@ -1,78 +1,47 @@
-"""Event sinks: MQTT upstream through the durable outbox, ZeroMQ PUB, JSON Lines, console."""
+"""Events upstream over MQTT 5, QoS 1, through the durable outbox; rows leave it only when PUBACKed."""
 
 from __future__ import annotations
 
-import abc
 import json
-import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 import structlog
-import zmq
+from pydantic import Field
 
-from agent.config import ConsoleSinkConfig, JsonlSinkConfig, MqttSinkConfig, SinkConfig, ZmqSinkConfig
-from agent.events import SEVERITY_RANK, iso_time
-from agent.mqtt import connect_properties, make_client, paho_keepalive, report_connect_failure, stop_client
-from agent.outbox import Outbox
+from agent.events import iso_time
+from agent.outbox import Outbox, OutboxConfig
+from agent.sinks import Outgoing, Sink, SinkEnv
 from sensors import topics
+from sensors.mqtt import connect_properties, make_client, paho_keepalive, report_connect_failure, stop_client
+from sensors.settings import MqttConnection
 
 log = structlog.get_logger(__name__)
 CLOSE_DRAIN_S = 2.0
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """One finished event, its JSON bytes, and an optional JPEG attachment."""
+class MqttSinkConfig(MqttConnection):
+    """Events upstream over MQTT 5, QoS 1, through the durable outbox."""
 
-    event: dict[str, Any]
-    payload: bytes
-    attachment: bytes | None = None
-
-    @property
-    def severity(self) -> int:
-        return SEVERITY_RANK[self.event["severity"]]
-
-    def topic(self, prefix: str) -> str:
-        event = self.event
-        return topics.event_topic(prefix, event["device"], event["task"], event["type"])
-
-    def attachment_topic(self, prefix: str) -> str:
-        event = self.event
-        return topics.image_topic(prefix, event["device"], event["task"], event["event_id"])
-
-
-class Sink(abc.ABC):
-    """Where events go; ``send`` must not block on the network."""
-
-    name: str
-
-    @abc.abstractmethod
-    def send(self, item: Outgoing) -> None:
-        """Hand over one event (stored or queued; delivery may happen later)."""
-
-    def send_status(self, status: dict[str, Any]) -> None:  # noqa: B027 - optional hook
-        """Publish the device status (only sinks with a status channel override this)."""
-
-    def stats(self) -> dict[str, Any]:
-        return {}
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Flush what can be flushed and release resources."""
+    kind: Literal["mqtt"]
+    client_id: str | None = Field(default=None, description="defaults to '<device>-out'")
+    session_expiry_s: int = Field(default=3600, ge=0, description="MQTT 5 session expiry")
+    max_inflight: int = Field(default=100, ge=1, le=65535, description="unacknowledged QoS 1 messages")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
 
 
 class MqttSink(Sink):
     """Publishes through the outbox with QoS 1; rows leave the outbox only when PUBACKed."""
 
     name = "mqtt"
+    config_type = MqttSinkConfig
 
-    def __init__(self, config: MqttSinkConfig, device: str, state_dir: Path) -> None:
+    def __init__(self, config: MqttSinkConfig, env: SinkEnv) -> None:
         self.config = config
-        self.device = device
+        self.device = device = env.device
+        state_dir = env.state_dir
         self.prefix = config.topic_prefix
         outbox = config.outbox
         self.outbox = Outbox(state_dir / "outbox.sqlite", outbox.max_events, int(outbox.max_mb * 2**20))
@@ -228,89 +197,3 @@ class MqttSink(Sink):
 
 def _status_payload(device: str, state: str) -> bytes:
     return json.dumps({"device": device, "state": state, "time": iso_time(time.time_ns())}).encode()
-
-
-class ZmqSink(Sink):
-    """Publishes [topic, JSON] on a ZeroMQ PUB socket; subscribers filter by topic prefix."""
-
-    name = "zmq"
-
-    def __init__(self, config: ZmqSinkConfig, context: zmq.Context[Any]) -> None:
-        self.socket = context.socket(zmq.PUB)
-        self.socket.setsockopt(zmq.SNDHWM, config.send_hwm)
-        self.socket.setsockopt(zmq.LINGER, 1000)
-        self.socket.bind(config.endpoint)
-        self.prefix = config.topic_prefix
-        self._lock = threading.Lock()  # zmq sockets are not thread-safe; workers share this sink
-
-    def send(self, item: Outgoing) -> None:
-        with self._lock:
-            self.socket.send_multipart([item.topic(self.prefix).encode(), item.payload])
-            if item.attachment is not None:
-                self.socket.send_multipart([item.attachment_topic(self.prefix).encode(), item.attachment])
-
-    def close(self) -> None:
-        self.socket.close()
-
-
-class JsonlSink(Sink):
-    """Appends one JSON event per line (attachments are not written)."""
-
-    name = "jsonl"
-
-    def __init__(self, config: JsonlSinkConfig) -> None:
-        config.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = config.path.open("ab")
-        self._lock = threading.Lock()
-
-    def send(self, item: Outgoing) -> None:
-        with self._lock:
-            self.handle.write(item.payload + b"\n")
-            self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-class ConsoleSink(Sink):
-    """Prints events readably, one line each, for the demo and for operators."""
-
-    name = "console"
-
-    def __init__(self, config: ConsoleSinkConfig, stream: TextIO | None = None) -> None:
-        self.min_rank = SEVERITY_RANK[config.min_severity]
-        self.stream = stream or sys.stdout
-        self._lock = threading.Lock()
-
-    def send(self, item: Outgoing) -> None:
-        if item.severity >= self.min_rank:
-            with self._lock:
-                print(render_event(item.event), file=self.stream, flush=True)
-
-
-SEVERITY_MARK = {"info": " ", "warning": "!", "alarm": "ALARM"}
-
-
-def render_event(event: dict[str, Any]) -> str:
-    """One readable line for an event (shared by the console sink and ``edge-agent tail``)."""
-    body = event.get("body", {})
-    details = " ".join(f"{key}={_short(value)}" for key, value in body.items())
-    score = "" if event.get("score") is None else f" score={event['score']:.3g}"
-    return (f"{event['source_time'][11:23]} {SEVERITY_MARK[event['severity']]:>5} {event['task']}/"
-            f"{event['type']} sensor={event['sensor']}{score} {details}")
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def make_sink(config: SinkConfig, device: str, state_dir: Path, context: zmq.Context[Any]) -> Sink:
-    """Build the sink a config entry describes."""
-    if isinstance(config, MqttSinkConfig):
-        return MqttSink(config, device, state_dir)
-    if isinstance(config, ZmqSinkConfig):
-        return ZmqSink(config, context)
-    if isinstance(config, JsonlSinkConfig):
-        return JsonlSink(config)
-    return ConsoleSink(config)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from models.runtime import Model
-from models.vibration.scorers import Scorer
+from models.vibration.runtime.scorers import Scorer
 
 #: floor under reconstruction errors before the log, so a perfect reconstruction stays finite
 ERROR_FLOOR = 1e-9

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import fft
 
-from models.vibration.bearing import FAULT_FREQUENCIES, BearingGeometry
+from sensors.bearing import FAULT_FREQUENCIES, BearingGeometry
+from sensors.errors import RejectedInput
 
 N_BANDS = 6
 #: a line at half the strongest one's frequency with this share of its power is the shaft, not 2x
@@ -96,7 +97,7 @@ def column_index(channels: int, names: list[str]) -> np.ndarray:
     position = {name: i for i, name in enumerate(feature_names(channels))}
     missing = [name for name in names if name not in position]
     if missing:
-        raise ValueError(f"features {missing[:3]} do not exist for {channels} channel(s)")
+        raise UnusableWindow(f"features {missing[:3]} do not exist for {channels} channel(s)")
     return np.array([position[name] for name in names], dtype=int)
 
 
@@ -114,7 +115,7 @@ class FeatureSettings:
     tolerance: float = 0.02
 
 
-class UnusableWindow(ValueError):
+class UnusableWindow(RejectedInput):
     """A window that carries no machine information (flat-lined dropout, too short)."""
 
 
@@ -219,7 +220,7 @@ def _estimate_shaft(power: np.ndarray, freqs: np.ndarray, search: tuple[float, f
     lo = max(1, int(np.ceil(search[0] / resolution)))
     hi = min(len(freqs) - 2, int(search[1] / resolution))
     if hi <= lo:
-        raise ValueError(f"window too short to resolve the shaft speed in {search} Hz")
+        raise UnusableWindow(f"window too short to resolve the shaft speed in {search} Hz")
     rows = np.arange(len(power))
     best = lo + np.argmax(power[:, lo:hi + 1], axis=-1)
     half = np.round(best / 2).astype(int)

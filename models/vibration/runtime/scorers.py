@@ -3,8 +3,8 @@
 Every scorer learns one machine's normal state from its healthy baseline (feature vectors already
 normalised per feature) and maps the latest ``sequence_length`` vectors to one number, higher meaning
 more anomalous.  The shallow ones here are pure numpy; the LSTM autoencoder lives in
-:mod:`models.vibration.lstm_scorer` and runs an ONNX model.  Thresholds, smoothing and alarms are
-not a scorer's business: :class:`models.vibration.monitor.MachineMonitor` does those for all of them.
+:mod:`models.vibration.runtime.lstm` and runs an ONNX model.  Thresholds, smoothing and alarms are
+not a scorer's business: :class:`models.vibration.runtime.monitor.MachineMonitor` does those for all of them.
 """
 
 from __future__ import annotations
@@ -217,10 +217,10 @@ class GmmScorer(Scorer):
 
 #: scorer name -> "module:Class"; imported on demand so the LSTM's runtime is only loaded when asked for
 SCORERS: dict[str, str] = {
-    "mahalanobis": "models.vibration.scorers:MahalanobisScorer",
-    "pca": "models.vibration.scorers:PcaScorer",
-    "gmm": "models.vibration.scorers:GmmScorer",
-    "lstm_ae": "models.vibration.lstm_scorer:LstmAutoencoderScorer",
+    "mahalanobis": "models.vibration.runtime.scorers:MahalanobisScorer",
+    "pca": "models.vibration.runtime.scorers:PcaScorer",
+    "gmm": "models.vibration.runtime.scorers:GmmScorer",
+    "lstm_ae": "models.vibration.runtime.lstm:LstmAutoencoderScorer",
 }
 
 

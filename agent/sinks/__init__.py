@@ -1,0 +1,102 @@
+"""Event sinks: where finished events go (MQTT through the durable outbox, ZeroMQ PUB, JSON Lines, console).
+
+Each sink is one module that declares its class and its config model; :data:`SINKS` lists them.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import zmq
+from pydantic import BaseModel
+
+from agent.events import SEVERITY_RANK
+from sensors import topics
+from sensors.plugins import Registry
+
+
+@dataclass
+class SinkEnv:
+    """What every sink may need from the agent that runs it."""
+
+    device: str
+    state_dir: Path
+    #: the agent's shared context; sinks that need one and get none use ``zmq.Context.instance()``
+    zmq_context: zmq.Context[Any] | None = None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One finished event, its JSON bytes, and an optional JPEG attachment."""
+
+    event: dict[str, Any]
+    payload: bytes
+    attachment: bytes | None = None
+
+    @property
+    def severity(self) -> int:
+        return SEVERITY_RANK[self.event["severity"]]
+
+    def topic(self, prefix: str) -> str:
+        event = self.event
+        return topics.event_topic(prefix, event["device"], event["task"], event["type"])
+
+    def attachment_topic(self, prefix: str) -> str:
+        event = self.event
+        return topics.image_topic(prefix, event["device"], event["task"], event["event_id"])
+
+
+class Sink(abc.ABC):
+    """Where events go; ``send`` must not block on the network."""
+
+    config_type: ClassVar[type[BaseModel]]
+    name: str
+
+    @abc.abstractmethod
+    def send(self, item: Outgoing) -> None:
+        """Hand over one event (stored or queued; delivery may happen later)."""
+
+    def send_status(self, status: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Publish the device status (only sinks with a status channel override this)."""
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush what can be flushed and release resources."""
+
+
+SINKS: Registry[Sink] = Registry("sink", {
+    "mqtt": "agent.sinks.mqtt:MqttSink",
+    "zmq": "agent.sinks.zmq:ZmqSink",
+    "jsonl": "agent.sinks.jsonl:JsonlSink",
+    "console": "agent.sinks.console:ConsoleSink",
+})
+
+
+def make_sink(config: Any, env: SinkEnv) -> Sink:
+    """Build the sink a config entry describes."""
+    cls: Any = SINKS.get(config.kind)
+    sink: Sink = cls(config, env)
+    return sink
+
+
+SEVERITY_MARK = {"info": " ", "warning": "!", "alarm": "ALARM"}
+
+
+def render_event(event: dict[str, Any]) -> str:
+    """One readable line for an event (shared by the console sink and ``edge-agent tail``)."""
+    body = event.get("body", {})
+    details = " ".join(f"{key}={_short(value)}" for key, value in body.items())
+    score = "" if event.get("score") is None else f" score={event['score']:.3g}"
+    return (f"{event['source_time'][11:23]} {SEVERITY_MARK[event['severity']]:>5} {event['task']}/"
+            f"{event['type']} sensor={event['sensor']}{score} {details}")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."

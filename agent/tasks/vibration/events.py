@@ -1,0 +1,95 @@
+"""The vibration task's event bodies (docs/events.md and the JSON Schema are generated from these)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.events import EventBody
+
+
+class BaselineLearning(EventBody):
+    """A machine starts learning its normal state (new machine, changed stream, or reset after maintenance)."""
+
+    type = "baseline_learning"
+    severity = "info"
+    windows_needed: int = Field(description="windows of data that define the normal state")
+    window_s: float = Field(description="window length, seconds")
+    scorer: str = Field(description="the anomaly scorer")
+    reason: str = Field(description="why it learns: new machine, baseline reset, stream changed, ...")
+
+
+class BaselineReady(EventBody):
+    """The normal state is learnt; monitoring starts. The event's score is the alarm threshold."""
+
+    type = "baseline_ready"
+    severity = "info"
+    windows: int = Field(description="windows the normal state was learnt from")
+    threshold: float = Field(description="alarm threshold on the smoothed score")
+    scorer: str = Field(description="the anomaly scorer")
+    features: int = Field(description="monitored features")
+    shaft_hz: float = Field(description="shaft speed, Hz (configured or estimated)")
+
+
+class FeatureDeviation(BaseModel):
+    """One feature and how far it is from this machine's normal state."""
+
+    model_config = ConfigDict(extra="forbid")
+    feature: str = Field(description="flat feature name, e.g. ch0.env_bpfo")
+    z: float = Field(description="z-score against the machine's baseline")
+
+
+class AnomalyRaised(EventBody):
+    """The smoothed score exceeded the threshold in k of the last n windows. The event's score is the
+    smoothed anomaly score."""
+
+    type = "anomaly_raised"
+    severity = "alarm"
+    level: Literal["low", "medium", "high"] = Field(description="how far past the threshold")
+    score: float = Field(description="smoothed anomaly score")
+    threshold: float = Field(description="alarm threshold")
+    health: float = Field(description="0-100 health index (50 at the threshold)")
+    top_features: list[FeatureDeviation] = Field(description="the features that deviate most from normal")
+    likely_fault: Literal["outer_race", "inner_race", "rolling_element", "cage"] | None = Field(
+        description="the bearing fault the envelope spectrum points to, or null when none stands out")
+    fault_evidence_z: dict[str, float] = Field(description="z-score of each envelope fault-frequency feature")
+    shaft_hz: float = Field(description="shaft speed, Hz")
+    fault_frequencies_hz: dict[str, float] = Field(description="the bearing's fault frequencies at that speed")
+
+
+class AnomalyUpdated(AnomalyRaised):
+    """As ``anomaly_raised``, while the anomaly lasts; rate-limited by ``update_interval_s``."""
+
+    type = "anomaly_updated"
+    severity = "warning"
+
+
+class AnomalyCleared(EventBody):
+    """The smoothed score stayed below the clearing level (hysteresis) for ``clear_windows`` windows."""
+
+    type = "anomaly_cleared"
+    severity = "info"
+    score: float = Field(description="smoothed anomaly score")
+    threshold: float = Field(description="alarm threshold")
+    duration_s: float | None = Field(description="how long the anomaly lasted, seconds (null if unknown)")
+
+
+class Health(EventBody):
+    """Periodic (``health_interval_s``) per machine, on ``{prefix}/{device}/health/vibration``. The event's
+    score is the 0-100 health index (null while learning)."""
+
+    type = "health"
+    severity = "info"
+    health: float | None = Field(description="0-100 health index; null while learning")
+    state: Literal["learning", "normal", "anomaly"] = Field(description="the machine's state")
+    windows: int = Field(description="windows since the last health event")
+    rejected: int = Field(description="windows rejected since the last health event")
+    spikes_removed: int = Field(description="spikes removed since the last health event")
+    shaft_hz: float = Field(description="last shaft speed, Hz")
+    score: float | None = Field(description="last smoothed anomaly score (null before the first window)")
+    threshold: float | None = Field(description="alarm threshold; null while learning")
+    baseline_progress: float | None = Field(default=None, description="share of the baseline learnt, while learning")
+
+
+EVENTS = (BaselineLearning, BaselineReady, AnomalyRaised, AnomalyUpdated, AnomalyCleared, Health)

@@ -1,0 +1,1 @@
+"""Run-time code of the quality task: tiled inference and heat-map post-processing (numpy only)."""

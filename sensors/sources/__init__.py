@@ -1,0 +1,67 @@
+"""Ingest sources: where raw wire bytes come from (MQTT, ZeroMQ, a recording; the agent adds its simulator).
+
+A source hands raw wire bytes to ``deliver`` from its own thread; decoding and validation
+happen in the agent's dispatcher, one place for every source.  Each source is one module that
+declares its class and its config model; :data:`SOURCES` lists them.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import zmq
+from pydantic import BaseModel
+
+from sensors.plugins import Registry
+
+Deliver = Callable[[bytes], None]
+
+
+@dataclass
+class SourceEnv:
+    """What every source may need from the agent that runs it."""
+
+    device: str
+    zmq_context: zmq.Context[Any]
+    max_payload: int
+
+
+class Source(abc.ABC):
+    """Produces raw sensor messages until closed."""
+
+    config_type: ClassVar[type[BaseModel]]
+    name: str
+    #: True for sources that can wait (a recording read as fast as possible): a full task queue
+    #: then blocks the source instead of dropping the oldest message
+    can_wait: bool = False
+    #: set when a finite source (a recording) has delivered everything
+    finished: threading.Event
+
+    @abc.abstractmethod
+    def start(self, deliver: Deliver) -> None:
+        """Begin delivering messages from a background thread."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop delivering; returns once no more messages will arrive."""
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+SOURCES: Registry[Source] = Registry("source", {
+    "mqtt": "sensors.sources.mqtt:MqttSource",
+    "zmq": "sensors.sources.zmq:ZmqSource",
+    "recording": "sensors.sources.recording:RecordingSource",
+})
+
+
+def make_source(config: Any, env: SourceEnv) -> Source:
+    """Build the source a config entry describes."""
+    cls: Any = SOURCES.get(config.kind)
+    source: Source = cls(config, env)
+    return source
