@@ -174,14 +174,12 @@ def measure_latency(manifest_path: Path, generator: PartGenerator, frames: int =
 
     from PIL import Image
 
+    from models.quality.runtime.manifest import QualityManifest
     from models.runtime import load_model
     from sensors.simulate.camera import CameraSimulator
 
     model = load_model(manifest_path)
-    pre = model.manifest.preprocessing
-    norm = pre.get("normalisation", {})
-    geometry = TileGeometry(tile=int(pre["tile"]), stride=int(pre["stride"]), cell=int(pre["cell"]),
-                        mean=float(norm.get("mean", 0.5)), std=float(norm.get("std", 0.25)))
+    geometry = QualityManifest(model.manifest).preprocessing.geometry()
     input_name = model.manifest.inputs[0].name
 
     def run_tiles(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,6 @@ that region as the event attachment.  numpy + Pillow only: no torch at run time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -22,9 +21,9 @@ from agent.tasks.quality import events
 from agent.tasks.quality.config import QualityConfig
 from agent.tasks.quality.simulate import CameraSimulation
 from agent.windowing import Window
-from models.quality.runtime.tiling import Inference, TileGeometry, infer
+from models.quality.runtime.manifest import QualityManifest
+from models.quality.runtime.tiling import Inference, infer
 from models.runtime import Model
-from sensors.errors import ConfigError
 from sensors.wire import Kind, SensorMessage
 
 DEFAULT_MODEL = Path(models.__file__).resolve().parent / "quality" / "manifest.yaml"
@@ -41,29 +40,13 @@ class QualityTask(Task[QualityConfig]):
 
     def __init__(self, config: QualityConfig, context: TaskContext) -> None:
         super().__init__(config, context)
-        self.settings = config
         self.model: Model = context.load_model(config.model or DEFAULT_MODEL)
         manifest = self.model.manifest
-        pre = manifest.preprocessing
-        norm = pre.get("normalisation", {})
-        self.geometry = TileGeometry(tile=int(pre["tile"]), stride=int(pre["stride"]), cell=int(pre["cell"]),
-                                     mean=float(norm.get("mean", 0.5)), std=float(norm.get("std", 0.25)))
-        self.threshold = self._threshold(manifest.thresholds, manifest.postprocessing)
+        typed = QualityManifest(manifest)
+        self.geometry = typed.preprocessing.geometry()
+        self.threshold = typed.threshold(config.reject_threshold, config.false_reject_target)
         self.ref = ModelRef(manifest.name, manifest.version)
         self.input_name = manifest.inputs[0].name
-
-    def _threshold(self, thresholds: dict[str, float], post: dict[str, Any]) -> float:
-        if self.settings.reject_threshold is not None:
-            return self.settings.reject_threshold
-        target = self.settings.false_reject_target
-        if target is None:
-            return float(thresholds["reject"])
-        table = {float(k): float(v) for k, v in post.get("false_reject_thresholds", {}).items()}
-        allowed = [rate for rate in table if rate <= target]
-        if not allowed:
-            raise ConfigError(f"quality: the model has no validated threshold for a false-reject rate <= {target} "
-                             f"(it has {sorted(table)})")
-        return table[max(allowed)]
 
     def run_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tile_prob, cell_prob = self.model.run({self.input_name: tiles})
@@ -71,7 +54,7 @@ class QualityTask(Task[QualityConfig]):
 
     def inspect(self, image: np.ndarray) -> Inference:
         """Tiled inference on a grayscale frame."""
-        return infer(self.run_tiles, image, self.geometry, self.settings.tile_batch)
+        return infer(self.run_tiles, image, self.geometry, self.config.tile_batch)
 
     def process(self, item: SensorMessage | Window) -> list[EventDraft]:
         if not isinstance(item, SensorMessage):
@@ -79,7 +62,7 @@ class QualityTask(Task[QualityConfig]):
         image = decode_frame(item, mode="L")
         found = self.inspect(image)
         reject = found.score > self.threshold
-        peak, box = self.geometry.peak_and_box(found.heat, self.settings.box_level * found.score)
+        peak, box = self.geometry.peak_and_box(found.heat, self.config.box_level * found.score)
         box = clip_box(box, image.shape)
         body = events.PartInspected(
             part_id=str(item.meta.get("part_id", f"{item.sensor_id}-{item.seq}")),
@@ -96,13 +79,13 @@ class QualityTask(Task[QualityConfig]):
     def crop(self, image: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
         """JPEG of the defect area (at least ``crop_size`` square) with the box drawn in red."""
         x0, y0, x1, y1 = box
-        side = max(self.settings.crop_size, x1 - x0 + 16, y1 - y0 + 16)
+        side = max(self.config.crop_size, x1 - x0 + 16, y1 - y0 + 16)
         height, width = image.shape[:2]
         left = int(np.clip((x0 + x1 - side) // 2, 0, max(width - side, 0)))
         top = int(np.clip((y0 + y1 - side) // 2, 0, max(height - side, 0)))
         patch = Image.fromarray(image[top : top + side, left : left + side]).convert("RGB")
         ImageDraw.Draw(patch).rectangle((x0 - left, y0 - top, x1 - left - 1, y1 - top - 1), outline=(255, 0, 0))
-        return encode_jpeg(np.asarray(patch), self.settings.crop_quality)
+        return encode_jpeg(np.asarray(patch), self.config.crop_quality)
 
     def models(self) -> list[ModelRef]:
         return [self.ref]

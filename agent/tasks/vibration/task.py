@@ -34,6 +34,7 @@ from models.vibration.runtime.features import (
     feature_names,
     window_features,
 )
+from models.vibration.runtime.manifest import VibrationManifest
 from models.vibration.runtime.monitor import Decision, MachineMonitor, StateStore
 from models.vibration.runtime.scorers import Scorer, make_scorer, scorer_class
 from sensors.errors import ConfigError
@@ -71,12 +72,12 @@ class VibrationTask(Task[VibrationConfig]):
 
     def __init__(self, config: VibrationConfig, context: TaskContext) -> None:
         super().__init__(config, context)
-        self.settings = config
         self.model: Model | None = None
         if scorer_class(config.scorer).needs_model:
             if config.model is None:
                 raise ConfigError(f"vibration: scorer {config.scorer!r} needs a model; set `model` to its manifest")
             self.model = context.load_model(config.model)
+        self.typed = VibrationManifest(self.model.manifest) if self.model is not None else None
         self.model_ref = (ModelRef(self.model.manifest.name, self.model.manifest.version) if self.model
                           else ModelRef(config.scorer, "builtin"))
         self.store = StateStore(context.state_dir)
@@ -88,10 +89,10 @@ class VibrationTask(Task[VibrationConfig]):
         return [self.model_ref]
 
     def _new_scorer(self) -> Scorer:
-        return make_scorer(self.settings.scorer, self.model)
+        return make_scorer(self.config.scorer, self.model)
 
     def _feature_settings(self, sensor: str) -> FeatureSettings:
-        config = self.settings
+        config = self.config
         bearing, shaft = config.bearing, config.shaft_hz
         for pattern, machine in config.machines.items():
             if fnmatch.fnmatchcase(sensor, pattern):
@@ -105,14 +106,14 @@ class VibrationTask(Task[VibrationConfig]):
 
     def _names(self, channels: int) -> list[str]:
         """The monitored features' flat names: the model's inputs if it names them, else the configured ones."""
-        if self.model is not None and "feature_names" in self.model.manifest.preprocessing:
-            names = [str(name) for name in self.model.manifest.preprocessing["feature_names"]]
+        if self.typed is not None:
+            names = self.typed.preprocessing.feature_names
             try:
                 column_index(channels, names)
             except UnusableWindow as error:
                 raise RejectedInput(f"the model's features do not fit this stream: {error}") from None
             return names
-        return feature_names(channels, self.settings.features)
+        return feature_names(channels, self.config.features)
 
     def _machine(self, window: Window) -> _Machine:
         """The machine's monitor, resumed from its saved state or new; relearns if the stream changed."""
@@ -122,8 +123,8 @@ class VibrationTask(Task[VibrationConfig]):
         machine = self.machines.get(sensor)
         if machine is not None and machine.monitor.fingerprint == fingerprint and machine.monitor.names == names:
             return machine
-        validated = self.model.manifest.thresholds if self.model is not None else None
-        monitor = MachineMonitor(sensor, names, self._new_scorer, self.settings.monitor_settings(validated),
+        validated = self.typed.evaluated if self.typed is not None else None
+        monitor = MachineMonitor(sensor, names, self._new_scorer, self.config.monitor_settings(validated),
                                  fingerprint)
         note = "new machine"
         if machine is not None:
@@ -152,7 +153,7 @@ class VibrationTask(Task[VibrationConfig]):
         machine.windows += 1
         try:
             vector, shaft, spikes = window_features(item.samples, item.sample_rate, machine.settings,
-                                                    self.settings.max_flat_fraction)
+                                                    self.config.max_flat_fraction)
         except UnusableWindow as error:  # a dropout, or a window too short for the shaft speed
             machine.rejected += 1
             raise RejectedInput(f"{item.sensor_id}: {error}") from None
@@ -166,7 +167,7 @@ class VibrationTask(Task[VibrationConfig]):
         return [] if draft is None else [draft]
 
     def _draft(self, sensor: str, machine: _Machine, decision: Decision) -> EventDraft | None:
-        settings = self.settings
+        settings = self.config
         transition = decision.transition
         if transition is None:
             return None
@@ -217,11 +218,11 @@ class VibrationTask(Task[VibrationConfig]):
     def tick(self, now_ns: int) -> list[EventDraft]:
         now = time.monotonic()
         self._notice_resets()
-        if now - self.last_save >= self.settings.save_interval_s:
+        if now - self.last_save >= self.config.save_interval_s:
             self.last_save = now
             for sensor, machine in self.machines.items():
                 self._save(sensor, machine)
-        if now - self.last_health < self.settings.health_interval_s:
+        if now - self.last_health < self.config.health_interval_s:
             return []
         self.last_health = now
         return [self._health(sensor, machine) for sensor, machine in self.machines.items()]

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from models.runtime import Model
+from models.vibration.runtime.manifest import VibrationManifest
 from models.vibration.runtime.scorers import Scorer
 
 #: floor under reconstruction errors before the log, so a perfect reconstruction stays finite
@@ -39,8 +40,9 @@ class LstmAutoencoderScorer(Scorer):
     def __init__(self, model: Model) -> None:
         manifest = model.manifest
         self.model = model
-        self.sequence_length = int(manifest.preprocessing["sequence_length"])
-        self.n_features = len(manifest.preprocessing["feature_names"])
+        preprocessing = VibrationManifest(manifest).preprocessing
+        self.sequence_length = preprocessing.sequence_length
+        self.n_features = len(preprocessing.feature_names)
         self.input_name = manifest.inputs[0].name
         self.error_index = [spec.name for spec in manifest.outputs].index("step_error")
         self.log_error_mean: float | None = None
