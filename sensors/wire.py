@@ -13,6 +13,7 @@ import math
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,10 @@ class SensorMessage:
     sample_rate: float = 0.0
     encoding: Encoding = Encoding.RAW
     meta: dict[str, Any] = field(default_factory=dict)
+    #: called once when the message is done with: its data produced its events into the outbox,
+    #: or it was rejected or dropped and counted.  Sources that acknowledge input to the sender
+    #: (MQTT QoS 1) set it; everywhere else it does nothing.  Not part of the wire format.
+    ack: Callable[[], None] = field(default=lambda: None, compare=False, repr=False)
 
     @property
     def samples(self) -> np.ndarray:
