@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sensors.errors import RejectedInput
 from sensors.wire import Kind, SensorMessage
+
+#: the most values (samples x channels) one window may hold: 64 MiB of float32, about 16 s of 1 MHz
+MAX_WINDOW_VALUES = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,10 @@ class Windower:
     def feed(self, message: SensorMessage) -> tuple[list[Window], StreamBreak | None]:
         """Add a chunk; returns the completed windows and any break detected before it."""
         chunk = message.samples.astype(np.float32, copy=False)
+        values = round(self.window_s * message.sample_rate) * chunk.shape[1]
+        if values > MAX_WINDOW_VALUES:  # refused before anything is buffered
+            raise RejectedInput(f"a {self.window_s} s window at {message.sample_rate} Hz x {chunk.shape[1]} "
+                                f"channels would hold {values} values, more than {MAX_WINDOW_VALUES}")
         stream_break = self._check_continuity(message, chunk.shape[1])
         self.next_seq = message.seq + 1
         if self.buffer is None:
