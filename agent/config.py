@@ -17,8 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 import models
+from agent.quarantine import QuarantineConfig
 from agent.simulator import SimulatorSource
 from agent.sinks import SINKS
+from agent.stats import DEFAULT_MAX_SENSORS, STATUS_TOP_SENSORS
 from agent.tasks import TASKS
 from models.runtime import BackendConfig, OnnxRuntimeConfig
 from sensors.errors import ConfigError
@@ -57,6 +59,12 @@ class AgentConfig(Strict):
     tasks: Any = Field(description="task name -> task settings")
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD, ge=1024, description="largest sensor message")
     sensor_timeout_s: float = Field(default=10, gt=0, description="silence after which a sensor is offline")
+    max_sensors: int = Field(default=DEFAULT_MAX_SENSORS, ge=1, le=1_000_000, description="sensors the agent "
+                             "keeps state for; beyond it the least recently seen is forgotten (counted)")
+    status_top_sensors: int = Field(default=STATUS_TOP_SENSORS, ge=0, le=10_000, description="sensors named in "
+                                    "the status message (the most active); all are in its totals")
+    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig,
+                                         description="when a sensor whose input makes tasks fail is ignored")
     stats_interval_s: float = Field(default=30, gt=0, description="stats to the log and status topic")
     max_rss_mb: float | None = Field(default=None, gt=0, description="exit for a restart above this RSS")
     drain_timeout_s: float = Field(default=10, gt=0, description="deadline to finish queued work at stop")

@@ -125,6 +125,10 @@ class Task(abc.ABC, Generic[C]):
         """Called about once a second from the task's worker (health scores, offline checks)."""
         return []
 
+    def forget(self, sensor: str) -> None:
+        """Drop what is kept for the sensor (it was least recently seen of more than ``max_sensors``); the
+        agent calls it from the task's worker thread, so it needs no locking."""
+
     @abc.abstractmethod
     def models(self) -> list[ModelRef]:
         """The models this task runs (reported in stats and events)."""

@@ -261,6 +261,11 @@ class VibrationTask(Task[VibrationConfig]):
         except OSError as error:
             self.context.log.error("cannot save learnt state", sensor=sensor, error=str(error))
 
+    def forget(self, sensor: str) -> None:
+        machine = self.machines.pop(sensor, None)
+        if machine is not None:  # its learnt state is saved, so it resumes if the sensor comes back
+            self._save(sensor, machine)
+
     def close(self) -> None:
         self._notice_resets()
         for sensor, machine in self.machines.items():
