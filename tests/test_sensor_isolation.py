@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,7 +12,9 @@ from typing import Any
 from zlib import crc32
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import pytest
+import structlog
 import zmq
 
 from agent.config import parse_config
@@ -19,10 +22,14 @@ from agent.daemon import Agent
 from agent.events import EventDraft
 from agent.pipeline import BoundedQueue, Dispatcher, RejectionReporter
 from agent.quarantine import Quarantine, QuarantineConfig
+from agent.sinks import SinkEnv
+from agent.sinks.mqtt import MqttSink, MqttSinkConfig
 from agent.stats import Stats
 from agent.windowing import Windower
+from sensors.sources import SourceEnv
+from sensors.sources.mqtt import MqttSource, MqttSourceConfig
 from sensors.wire import Encoding, Kind, SensorMessage, encode
-from tests.conftest import free_port
+from tests.conftest import Broker, free_port
 from tests.support import ProbeTask, agent_config, vibration_chunk, write_energy_model
 
 JPEG_JUNK = b"\xff\xd8\xff" + b"\0" * 64  # passes the wire's signature check, the probe task rejects it
@@ -51,14 +58,6 @@ class Running:
         if not self.events_path.exists():
             return []
         return [json.loads(line) for line in self.events_path.read_text().splitlines() if line.strip()]
-
-    def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while not predicate():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
-        return True
 
     def stop(self) -> None:
         self.push.close(0)
@@ -99,7 +98,7 @@ class TestBadSensorNeverStopsTheAgent:
         for seq in range(20):
             running.send(vibration_chunk("bad-1", seq, 0.5, samples=100))
             running.send(vibration_chunk("good-1", seq, 0.5, samples=100))
-        assert running.wait_for(lambda: sum(e["sensor"] == "good-1" and e["type"] == "energy_high"
+        assert wait_until(lambda: sum(e["sensor"] == "good-1" and e["type"] == "energy_high"
                                             for e in running.events()) >= 20)
         events = running.events()
         quarantined = [e for e in events if e["type"] == "sensor_quarantined"]
@@ -154,7 +153,7 @@ class TestFairQueue:
                 running.send(SensorMessage("cam-a", Kind.FRAME, seq * 25 + flood, 10**18, JPEG_JUNK,
                                            encoding=Encoding.JPEG))
             running.send(SensorMessage("cam-b", Kind.FRAME, seq, 10**18 + seq, bright))
-        assert running.wait_for(lambda: sum(e["sensor"] == "cam-b" for e in running.events()) >= 40), \
+        assert wait_until(lambda: sum(e["sensor"] == "cam-b" for e in running.events()) >= 40), \
             running.agent.stats.snapshot()["sensors"]
         stats = running.agent.stats.snapshot()["sensors"]
         assert stats["cam-b"]["dropped"] == 0 and stats["cam-a"]["dropped"] > 0
@@ -204,3 +203,47 @@ class TestBoundedState:
             dispatcher.route(SensorMessage(message.sensor_id, message.kind, 0, 1, message.data, 1000.0,
                                            ack=lambda s=sensor: acks.append(s)))  # type: ignore[misc]
         assert acks == ["nobody-wants", "quarantined"]
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+class TestStatusAndStop:
+    def test_last_will_carries_no_connect_time(self, tmp_path: Path, broker: Broker) -> None:
+        """The offline status the broker publishes when the connection dies has no time: it would be the connect
+        time (the will is stored at connect); it says the connection was lost instead."""
+        statuses: list[dict[str, Any]] = []
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.on_connect = lambda c, *_: c.subscribe("edge/line-1/status", qos=1)
+        client.on_message = lambda c, u, m: statuses.append(json.loads(m.payload))
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        sink = MqttSink(MqttSinkConfig(kind="mqtt", host="127.0.0.1", port=broker.port), SinkEnv("line-1", tmp_path))
+        try:
+            assert wait_until(lambda: any(s["state"] == "online" for s in statuses))
+            sink.client.socket().shutdown(socket.SHUT_RDWR)  # the connection dies without a DISCONNECT
+            assert wait_until(lambda: any(s["state"] == "offline" for s in statuses))
+        finally:
+            sink.close()
+            client.disconnect()
+            client.loop_stop()
+        offline = next(s for s in statuses if s["state"] == "offline")
+        assert offline == {"device": "line-1", "state": "offline", "reason": "connection lost"}
+
+    def test_a_normal_stop_is_not_a_warning(self, broker: Broker) -> None:
+        """Closing the MQTT source is logged as a plain disconnect, not 'disconnected; reconnecting'."""
+        source = MqttSource(MqttSourceConfig(kind="mqtt", host="127.0.0.1", port=broker.port),
+                            SourceEnv("line-1", zmq.Context.instance(), 1 << 20))
+        source.start(lambda raw: None)
+        try:
+            assert wait_until(source.connected.is_set)
+        finally:
+            with structlog.testing.capture_logs() as logs:
+                source.close()
+        assert [entry["log_level"] for entry in logs if "disconnected" in entry["event"]] == ["info"]

@@ -47,7 +47,10 @@ class MqttSink(Sink):
         self.outbox = Outbox(state_dir / "outbox.sqlite", outbox.max_events, int(outbox.max_mb * 2**20))
         self.status_topic = topics.status_topic(self.prefix, device)
         self.client = make_client(config, config.client_id or f"{device}-out")
-        self.client.will_set(self.status_topic, _status_payload(device, "offline"), qos=1, retain=True)
+        # the will is stored by the broker at connect and sent when the connection dies, so it carries no
+        # time (it would be the connect time); subscribers take the time they receive it
+        self.client.will_set(self.status_topic, _status_payload(device, "offline", timed=False), qos=1,
+                             retain=True)
         self.client.max_inflight_messages_set(config.max_inflight)
         self.client.max_queued_messages_set(config.max_inflight * 2)
         self.client.on_connect = self._on_connect
@@ -195,5 +198,10 @@ class MqttSink(Sink):
         self.outbox.close()
 
 
-def _status_payload(device: str, state: str) -> bytes:
-    return json.dumps({"device": device, "state": state, "time": iso_time(time.time_ns())}).encode()
+def _status_payload(device: str, state: str, timed: bool = True) -> bytes:
+    status = {"device": device, "state": state}
+    if timed:
+        status["time"] = iso_time(time.time_ns())
+    else:
+        status["reason"] = "connection lost"
+    return json.dumps(status).encode()

@@ -38,6 +38,7 @@ class MqttSource(Source):
         self.client = make_client(config, config.client_id or f"{env.device}-in")
         self.subscription = topics.sensor_subscription(config.topic_prefix, config.share_group)
         self.connected = threading.Event()
+        self.closing = threading.Event()
         self.messages = 0
 
     def start(self, deliver: Deliver) -> None:
@@ -50,7 +51,9 @@ class MqttSource(Source):
             self.connected.set()
 
         def on_disconnect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-            if self.connected.is_set():
+            if self.closing.is_set():  # our own close(): a normal stop, nothing to warn about
+                log.info("mqtt source disconnected", reason=str(reason))
+            elif self.connected.is_set():
                 log.warning("mqtt source disconnected; reconnecting", reason=str(reason))
             else:
                 report_connect_failure(client)
@@ -69,6 +72,7 @@ class MqttSource(Source):
         self.client.loop_start()
 
     def close(self) -> None:
+        self.closing.set()
         stop_client(self.client)
 
     def stats(self) -> dict[str, Any]:
