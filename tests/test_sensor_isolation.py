@@ -227,7 +227,9 @@ class TestStatusAndStop:
         sink = MqttSink(MqttSinkConfig(kind="mqtt", host="127.0.0.1", port=broker.port), SinkEnv("line-1", tmp_path))
         try:
             assert wait_until(lambda: any(s["state"] == "online" for s in statuses))
-            sink.client.socket().shutdown(socket.SHUT_RDWR)  # the connection dies without a DISCONNECT
+            connection = sink.client.socket()
+            assert isinstance(connection, socket.socket)
+            connection.shutdown(socket.SHUT_RDWR)  # the connection dies without a DISCONNECT
             assert wait_until(lambda: any(s["state"] == "offline" for s in statuses))
         finally:
             sink.close()
