@@ -31,6 +31,7 @@ from sensors.sources.mqtt import MqttSource, MqttSourceConfig
 from sensors.wire import Encoding, Kind, SensorMessage, encode
 from tests.conftest import Broker, free_port
 from tests.support import ProbeTask, agent_config, vibration_chunk, write_energy_model
+from tests.test_vibration_task import make_task, run, windows
 
 JPEG_JUNK = b"\xff\xd8\xff" + b"\0" * 64  # passes the wire's signature check, the probe task rejects it
 
@@ -249,3 +250,28 @@ class TestStatusAndStop:
             with structlog.testing.capture_logs() as logs:
                 source.close()
         assert [entry["log_level"] for entry in logs if "disconnected" in entry["event"]] == ["info"]
+
+
+class TestForget:
+    @pytest.mark.parametrize("running", [{"max_sensors": 2, "probe": {"threshold": 1e9}}], indirect=True)
+    def test_the_least_recently_seen_sensor_is_forgotten_by_the_worker_and_task(
+            self, running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With max_sensors 2, a third sensor evicts the first from stats, windowers and the task's own state."""
+        forgotten: list[str] = []
+        monkeypatch.setattr(ProbeTask, "forget", lambda self, sensor: forgotten.append(sensor), raising=False)
+        for sensor in ("s-1", "s-2", "s-3"):
+            running.send(vibration_chunk(sensor, 0, 0.1, samples=100))
+        assert wait_until(lambda: forgotten == ["s-1"])
+        assert list(running.agent.workers["probe"].windowers) == ["s-2", "s-3"]
+        assert list(running.agent.stats.sensors) == ["s-2", "s-3"] and running.agent.stats.sensors.evicted == 1
+
+    def test_vibration_task_saves_and_drops_a_forgotten_machine(self, tmp_path: Path) -> None:
+        """The vibration task drops a forgotten sensor's monitor after saving it, so it resumes if it returns."""
+        task = make_task(tmp_path, scorer="mahalanobis")
+        try:
+            run(task, windows(None, duration_s=3.0))
+            assert "pump-1" in task.machines
+            task.forget("pump-1")
+            assert "pump-1" not in task.machines and task.store.load("pump-1") is not None
+        finally:
+            task.close()
