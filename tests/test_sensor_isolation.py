@@ -275,3 +275,19 @@ class TestForget:
             assert "pump-1" not in task.machines and task.store.load("pump-1") is not None
         finally:
             task.close()
+
+
+class TestOfflineOnlyForRealSensors:
+    @pytest.mark.parametrize("running", [{"sensor_timeout_s": 0.5, "probe": {"threshold": 1e9}}], indirect=True)
+    def test_a_once_healthy_sensor_goes_offline_and_a_junk_id_does_not(self, running: Running) -> None:
+        """A sensor matched only by a wildcard that delivered 10 valid messages over the healthy span is reported
+        offline when silent; an id that sent two messages is not."""
+        started = time.monotonic()
+        for seq in range(12):
+            time.sleep(max(0.0, started + seq * 0.06 - time.monotonic()))  # pacing: 12 messages over 0.66 s
+            running.send(vibration_chunk("pump-healthy", seq, 0.1, samples=100))
+            if seq < 2:
+                running.send(vibration_chunk("junk-id", seq, 0.1, samples=100))
+        assert wait_until(lambda: any(e["type"] == "sensor_offline" for e in running.events()))
+        # the junk id went silent first, so an offline event of its would have come no later than this one
+        assert [(e["type"], e["sensor"]) for e in running.events()] == [("sensor_offline", "pump-healthy")]
