@@ -141,18 +141,20 @@ class TestFairQueue:
         queue.put(SensorMessage("b", Kind.FRAME, 100, 1, b""))
         assert [m.sensor_id for m in (queue.get(0), queue.get(0), queue.get(0)) if m is not None] == ["a", "b", "a"]
 
-    @pytest.mark.parametrize("running", [{"probe": {"threshold": 0.5, "queue_size": 16, "delay_s": 0.002}}],
+    @pytest.mark.parametrize("running", [{"probe": {"threshold": 0.5, "queue_size": 16, "delay_s": 0.005}}],
                              indirect=True)
     def test_a_camera_flood_does_not_starve_another_camera(self, running: Running) -> None:
-        """Camera A floods bad frames (25 per frame of B, far beyond what the task takes); camera B sends at
-        25 frames/s, well within it: every valid frame of B is processed, only A's frames are dropped."""
+        """Camera A floods frames (625/s, three times what the task takes: the queue overflows) and a few bad
+        ones; camera B sends 25 frames/s: every frame of B is processed, only A's frames are dropped."""
         bright = np.full((8, 8), 255, np.uint8)  # energy 1.0 > threshold: one event per frame
+        dark = np.zeros((8, 8), np.uint8)  # energy 0: no event, but each costs the task its 5 ms
         started = time.monotonic()
         for seq in range(40):
             time.sleep(max(0.0, started + seq * 0.04 - time.monotonic()))  # pacing B, not waiting for anything
             for flood in range(25):
-                running.send(SensorMessage("cam-a", Kind.FRAME, seq * 25 + flood, 10**18, JPEG_JUNK,
-                                           encoding=Encoding.JPEG))
+                junk = (JPEG_JUNK, Encoding.JPEG) if flood % 5 == 0 else (dark, Encoding.RAW)
+                running.send(SensorMessage("cam-a", Kind.FRAME, seq * 25 + flood, 10**18, junk[0],
+                                           encoding=junk[1]))
             running.send(SensorMessage("cam-b", Kind.FRAME, seq, 10**18 + seq, bright))
         assert wait_until(lambda: sum(e["sensor"] == "cam-b" for e in running.events()) >= 40), \
             running.agent.stats.snapshot()["sensors"]
