@@ -15,6 +15,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 import structlog
+import yaml
 import zmq
 
 from agent.config import parse_config
@@ -36,6 +37,15 @@ from tests.test_vibration_task import make_task, run, windows
 JPEG_JUNK = b"\xff\xd8\xff" + b"\0" * 64  # passes the wire's signature check, the probe task rejects it
 
 
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 class Running:
     """An agent on a ZeroMQ PULL source writing events to JSONL, with a PUSH socket to feed it."""
 
@@ -45,7 +55,9 @@ class Running:
         config = agent_config(tmp_path / "state", write_energy_model(tmp_path / "model"),
                               [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{inbound}"}],
                               [{"kind": "jsonl", "path": str(self.events_path)}], **extra)
-        self.agent = Agent(parse_config(config))
+        self.config_path = tmp_path / "agent.yaml"  # for reloads
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.agent = Agent(parse_config(config), self.config_path)
         self.agent.start()
         self.thread = threading.Thread(target=self.agent.run, daemon=True)
         self.thread.start()
@@ -112,6 +124,8 @@ class TestBadSensorNeverStopsTheAgent:
         assert stats["sensors"]["bad-1"]["quarantined"] == 17 and stats["sensors"]["bad-1"]["rejected"] == 3
         assert running.agent.quarantine.quarantined() == ["bad-1"]
         assert running.thread.is_alive()
+        running.agent.reload_requested.set()  # SIGHUP: the operator may have fixed the sensor
+        assert wait_until(lambda: running.agent.quarantine.quarantined() == [])
 
     def test_reload_lifts_a_quarantine(self) -> None:
         """Three failures within the window quarantine; a reload (lift_all) lifts it; the event says why."""
@@ -206,15 +220,6 @@ class TestBoundedState:
             dispatcher.route(SensorMessage(message.sensor_id, message.kind, 0, 1, message.data, 1000.0,
                                            ack=lambda s=sensor: acks.append(s)))  # type: ignore[misc]
         assert acks == ["nobody-wants", "quarantined"]
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 class TestStatusAndStop:
