@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'edge-agent COMMAND --help' for a command's options and an example.")
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an expected failure instead of its one-line message")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(name: str, help_text: str, handler_path: str, example: str | None = None) -> argparse.ArgumentParser:
@@ -73,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     _target_arguments(record)
     record.add_argument("--out", type=Path, required=True, help="recording file to write")
     record.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    record.add_argument("--connect-timeout", type=float, default=10.0,
+                        help="seconds to wait for the MQTT broker before giving up (default 10)")
 
     validate = command("validate-config", "Validate a configuration file and exit (0 = valid).",
                        "agent.commands:validate_config")
@@ -116,20 +120,19 @@ def _call(path: str, args: argparse.Namespace) -> int:
     # commands import their heavy dependencies only when they run, so --help stays instant
     import importlib
 
+    from sensors.errors import EdgeAgentError, exit_code
+
     module, _, name = path.partition(":")
     try:
         result: int = getattr(importlib.import_module(module), name)(args)
         return result
     except KeyboardInterrupt:
         return 130
-    except Exception as error:  # configuration and model errors in one clear message, not a traceback
-        from agent.config import ConfigError
-        from models.runtime import BackendUnavailable, ManifestError
-
-        if isinstance(error, (ConfigError, ManifestError, BackendUnavailable)):
-            print(f"edge-agent {args.command}: {error}", file=sys.stderr)
-            return 1
-        raise
+    except EdgeAgentError as error:  # an expected failure: one line saying what to do, not a traceback
+        if args.debug:
+            raise
+        print(f"edge-agent {args.command}: {error}", file=sys.stderr)
+        return exit_code(error)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.logs import configure_logging
+from sensors.errors import RecordingError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # a checkout first, then what `pip install` put under share/ (setup.cfg data_files)
@@ -23,8 +24,10 @@ DEMO_CONFIGS = (REPO_ROOT / "config" / "demo.yaml", Path(sys.prefix) / "share" /
 
 
 def run(args: argparse.Namespace) -> int:
-    """The daemon."""
+    """The daemon: preflight and the locks first, so that a bad config or a second agent connects to nothing."""
+    from agent import preflight
     from agent.daemon import Agent
+    from agent.locks import AgentLocks
 
     config = load_config(args.config)
     if args.recording:
@@ -32,11 +35,14 @@ def run(args: argparse.Namespace) -> int:
 
         config = config.model_copy(update={"sources": [
             RecordingSourceConfig(kind="recording", path=args.recording, speed=args.speed)]})
+    preflight.check(config)
     configure_logging(config.log.level, config.log.format)
-    agent = Agent(config, args.config)
-    agent.install_signal_handlers()
-    agent.start()
-    return agent.run(duration_s=args.duration, until_sources_finish=args.recording is not None)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with AgentLocks(config.state_dir, config.device):
+        agent = Agent(config, args.config)
+        agent.install_signal_handlers()
+        agent.start()
+        return agent.run(duration_s=args.duration, until_sources_finish=args.recording is not None)
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -80,12 +86,11 @@ def _print_summary(stats: dict[str, Any], events_path: Path) -> None:
 
 
 def validate_config(args: argparse.Namespace) -> int:
-    """Validate only; print what the agent would run."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 1
+    """Validate, then check what ``run`` needs (models, thresholds, secrets, state dir); print what would run."""
+    from agent import preflight
+
+    config = load_config(args.config)
+    preflight.check(config)
     tasks = ", ".join(config.task_configs()) or "none"
     print(f"{args.config}: valid (device {config.device}; {len(config.sources)} source(s), "
           f"{len(config.sinks)} sink(s); tasks: {tasks})")
@@ -95,25 +100,28 @@ def validate_config(args: argparse.Namespace) -> int:
 def _host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise SystemExit(f"expected host:port, got {text!r}")
+        raise ConfigError(f"expected host:port, got {text!r}; e.g. --mqtt localhost:1883")
     return host, int(port)
 
 
 def replay(args: argparse.Namespace) -> int:
-    """Publish a recording to MQTT or ZeroMQ."""
+    """Publish a recording to MQTT or ZeroMQ; the recording is checked before any connection is made."""
     from sensors.recording import RecordingReader
     from sensors.replay import MqttPublisher, ZmqPublisher
     from sensors.replay import replay as replay_recording
 
-    publisher: Any = (MqttPublisher(*_host_port(args.mqtt)) if args.mqtt
-                      else ZmqPublisher(args.zmq, mode="push"))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     started = time.monotonic()
-    with publisher, RecordingReader(args.recording) as reader:
+    with RecordingReader(args.recording) as reader:
         if not reader.complete:
             print(f"warning: {args.recording} was not closed properly: {reader.damage}", file=sys.stderr)
-        count = replay_recording(reader, publisher.publish, None if args.fast else args.speed, stop)
+        publisher: Any = (MqttPublisher(*_host_port(args.mqtt)) if args.mqtt
+                          else ZmqPublisher(args.zmq, mode="push"))
+        with publisher:
+            count = replay_recording(reader, publisher.publish, None if args.fast else args.speed, stop)
+    if count == 0 and not stop.is_set():
+        raise RecordingError(f"{args.recording} holds no sensor messages; nothing was replayed")
     print(f"replayed {count} messages in {time.monotonic() - started:.1f} s")
     return 0
 
@@ -129,19 +137,21 @@ def record(args: argparse.Namespace) -> int:
 
     source: Source
     env = SourceEnv("recorder", zmq.Context.instance(), 64 << 20)
-    if args.mqtt:
-        host, port = _host_port(args.mqtt)
-        source = MqttSource(MqttSourceConfig(kind="mqtt", host=host, port=port, topic_prefix=args.prefix), env)
-    else:
-        source = ZmqSource(ZmqSourceConfig(kind="zmq", endpoint=args.zmq, socket="sub", bind=False), env)
     received: queue.Queue[tuple[int, bytes]] = queue.Queue()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    source.start(lambda raw: received.put((time.time_ns(), raw)))
     deadline = time.monotonic() + args.duration if args.duration else float("inf")
     count = 0
-    with RecordingWriter(args.out) as writer:
+    with RecordingWriter(args.out) as writer:  # first: a bad --out fails before anything connects
+        if args.mqtt:
+            host, port = _host_port(args.mqtt)
+            source = MqttSource(MqttSourceConfig(kind="mqtt", host=host, port=port, topic_prefix=args.prefix), env)
+        else:
+            source = ZmqSource(ZmqSourceConfig(kind="zmq", endpoint=args.zmq, socket="sub", bind=False), env)
+        source.start(lambda raw: received.put((time.time_ns(), raw)))
+        if args.mqtt:
+            _await_broker(source, args.mqtt, args.out, args.connect_timeout)
         while not stop.is_set() and time.monotonic() < deadline:
             try:
                 log_time, raw = received.get(timeout=0.2)
@@ -157,6 +167,21 @@ def record(args: argparse.Namespace) -> int:
     invalid = f" ({writer.invalid} not valid wire messages, kept under their own topic)" if writer.invalid else ""
     print(f"recorded {count} messages to {args.out}{invalid}")
     return 0
+
+
+def _await_broker(source: Any, address: str, out: Path, timeout_s: float) -> None:
+    """Wait for the MQTT source's first connection; BrokerError (and no recording left behind) if none comes."""
+    from sensors.errors import BrokerError
+    from sensors.mqtt import diagnose
+
+    if source.connected.wait(timeout_s):
+        return
+    source.close()
+    host, port = _host_port(address)
+    reason = diagnose(host, port, None)
+    out.unlink(missing_ok=True)
+    raise BrokerError(f"no MQTT broker at {address} after {timeout_s:.0f} s ({reason}); "
+                      "start it or fix --mqtt host:port")
 
 
 def tail(args: argparse.Namespace) -> int:

@@ -41,6 +41,11 @@ class Source(abc.ABC):
     #: set when a finite source (a recording) has delivered everything
     finished: threading.Event
 
+    @classmethod  # noqa: B027 - an optional hook: most sources have nothing to check
+    def check(cls, config: Any) -> None:
+        """Preflight, before anything is opened: raise an EdgeAgentError for what would stop this source
+        (a missing recording, ...). Connections are not tried here; files the config names are."""
+
     @abc.abstractmethod
     def start(self, deliver: Deliver) -> None:
         """Begin delivering messages from a background thread."""

@@ -37,6 +37,14 @@ class RecordingSource(Source):
         self.thread: threading.Thread | None = None
         self.messages = 0
 
+    @classmethod
+    def check(cls, config: RecordingSourceConfig) -> None:
+        """The recording exists and is MCAP (RecordingError otherwise)."""
+        from sensors.recording import RecordingReader
+
+        with RecordingReader(config.path):
+            pass
+
     def start(self, deliver: Deliver) -> None:
         from sensors.recording import RecordingReader
         from sensors.replay import replay
