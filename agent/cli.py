@@ -75,8 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _target_arguments(record)
     record.add_argument("--out", type=Path, required=True, help="recording file to write")
     record.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
-    record.add_argument("--connect-timeout", type=float, default=10.0,
-                        help="seconds to wait for the MQTT broker before giving up (default 10)")
+    _connect_timeout(record)
 
     validate = command("validate-config", "Validate a configuration file and exit (0 = valid).",
                        "agent.commands:validate_config")
@@ -89,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--device", default="+", help="device id (default: all)")
     tail.add_argument("--json", action="store_true", help="print raw JSON events")
     tail.add_argument("--count", type=int, help="exit after this many events")
+    _connect_timeout(tail)
     for option in ("ca", "cert", "key", "username", "password-file"):
         tail.add_argument(f"--{option}", help=f"TLS/auth: {option}")
 
@@ -114,6 +114,11 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--mqtt", help="broker host:port")
     target.add_argument("--zmq", help="ZeroMQ endpoint, e.g. tcp://127.0.0.1:5556")
     parser.add_argument("--prefix", default="edge", help="MQTT topic prefix")
+
+
+def _connect_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--connect-timeout", type=float, default=10.0,
+                        help="seconds to wait for the MQTT broker before giving up (default 10)")
 
 
 def _call(path: str, args: argparse.Namespace) -> int:

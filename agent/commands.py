@@ -11,12 +11,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.logs import configure_logging
-from sensors.errors import RecordingError
+from sensors.errors import EdgeAgentError, RecordingError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # a checkout first, then what `pip install` put under share/ (setup.cfg data_files)
@@ -128,15 +129,8 @@ def replay(args: argparse.Namespace) -> int:
 
 def record(args: argparse.Namespace) -> int:
     """Capture live sensor streams (MQTT subscription or ZeroMQ SUB) to an MCAP file."""
-    import zmq
-
     from sensors.recording import RecordingWriter
-    from sensors.sources import Source, SourceEnv
-    from sensors.sources.mqtt import MqttSource, MqttSourceConfig
-    from sensors.sources.zmq import ZmqSource, ZmqSourceConfig
 
-    source: Source
-    env = SourceEnv("recorder", zmq.Context.instance(), 64 << 20)
     received: queue.Queue[tuple[int, bytes]] = queue.Queue()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -144,14 +138,17 @@ def record(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.duration if args.duration else float("inf")
     count = 0
     with RecordingWriter(args.out) as writer:  # first: a bad --out fails before anything connects
-        if args.mqtt:
-            host, port = _host_port(args.mqtt)
-            source = MqttSource(MqttSourceConfig(kind="mqtt", host=host, port=port, topic_prefix=args.prefix), env)
-        else:
-            source = ZmqSource(ZmqSourceConfig(kind="zmq", endpoint=args.zmq, socket="sub", bind=False), env)
-        source.start(lambda raw: received.put((time.time_ns(), raw)))
-        if args.mqtt:
-            _await_broker(source, args.mqtt, args.out, args.connect_timeout)
+        source = None
+        try:
+            source = _recording_source(args)
+            source.start(lambda raw: received.put((time.time_ns(), raw)))
+            if args.mqtt:
+                _await_broker(source.connected, args.mqtt, args.connect_timeout)
+        except EdgeAgentError:
+            if source is not None:
+                source.close()
+            args.out.unlink(missing_ok=True)  # no empty recording left behind
+            raise
         while not stop.is_set() and time.monotonic() < deadline:
             try:
                 log_time, raw = received.get(timeout=0.2)
@@ -169,18 +166,31 @@ def record(args: argparse.Namespace) -> int:
     return 0
 
 
-def _await_broker(source: Any, address: str, out: Path, timeout_s: float) -> None:
-    """Wait for the MQTT source's first connection; BrokerError (and no recording left behind) if none comes."""
+def _recording_source(args: argparse.Namespace) -> Any:
+    """The MQTT or ZeroMQ source ``record`` listens with."""
+    import zmq
+
+    from sensors.sources import SourceEnv
+    from sensors.sources.mqtt import MqttSource, MqttSourceConfig
+    from sensors.sources.zmq import ZmqSource, ZmqSourceConfig
+
+    env = SourceEnv("recorder", zmq.Context.instance(), 64 << 20)
+    if args.mqtt:
+        host, port = _host_port(args.mqtt)
+        return MqttSource(MqttSourceConfig(kind="mqtt", host=host, port=port, topic_prefix=args.prefix), env)
+    return ZmqSource(ZmqSourceConfig(kind="zmq", endpoint=args.zmq, socket="sub", bind=False), env)
+
+
+def _await_broker(connected: threading.Event, address: str, timeout_s: float,
+                  refused: Callable[[], str | None] = lambda: None) -> None:
+    """Wait for a client's first connection; BrokerError saying why (as the OS or the broker put it) if none."""
     from sensors.errors import BrokerError
     from sensors.mqtt import diagnose
 
-    if source.connected.wait(timeout_s):
+    if connected.wait(timeout_s):
         return
-    source.close()
-    host, port = _host_port(address)
-    reason = diagnose(host, port, None)
-    out.unlink(missing_ok=True)
-    raise BrokerError(f"no MQTT broker at {address} after {timeout_s:.0f} s ({reason}); "
+    reason = refused() or diagnose(*_host_port(address), None)
+    raise BrokerError(f"no MQTT broker at {address} after {timeout_s:g} s ({reason}); "
                       "start it or fix --mqtt host:port")
 
 
@@ -212,7 +222,8 @@ def tail(args: argparse.Namespace) -> int:
         if args.count and seen >= args.count:
             done.set()
 
-    with EventWatcher(connection, args.device, show):
+    with EventWatcher(connection, args.device, show) as watcher:
+        _await_broker(watcher.connected, args.mqtt, args.connect_timeout, lambda: watcher.refused)
         done.wait()
     return 0
 

@@ -140,3 +140,13 @@ def test_read_only_state_directory(tmp_path: Path) -> None:
     prefix = WITHOUT_DAC if os.geteuid() == 0 else None
     fails_with(cli("run", "--config", config, "--duration", "1", prefix=prefix), 1,
                f"cannot write in {state}", "state_dir")
+
+
+class TestTail:
+    def test_no_broker(self) -> None:
+        fails_with(cli("tail", "--mqtt", f"127.0.0.1:{free_port()}", "--connect-timeout", "1"), 69,
+                   "no MQTT broker", "Connection refused")
+
+    def test_missing_ca_file(self, tmp_path: Path) -> None:
+        fails_with(cli("tail", "--mqtt", f"127.0.0.1:{free_port()}", "--ca", tmp_path / "ca.crt"), 1,
+                   "TLS: cannot use", "ca.crt")
