@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agent import __version__
 
+DEBUG_HELP = "show the traceback of an expected failure instead of its one-line message"
 EXAMPLES = {
     "run": "edge-agent run --config /etc/edge-agent/agent.yaml\n"
            "  edge-agent run --config config/demo.yaml --recording line3.mcap --speed 10",
@@ -40,8 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'edge-agent COMMAND --help' for a command's options and an example.")
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of an expected failure instead of its one-line message")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(name: str, help_text: str, handler_path: str, example: str | None = None) -> argparse.ArgumentParser:
@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=help_text, description=help_text,
             epilog="example:\n  " + (example or EXAMPLES[name]), formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.set_defaults(handler=lambda args: _call(handler_path, args), command=name)
+        # also after the command name; SUPPRESS keeps a --debug given before it
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         return sub
 
     run = command("run", "Run the agent daemon (systemd: Type=notify).", "agent.commands:run")

@@ -85,9 +85,11 @@ class TestReplay:
                    "cannot reach MQTT broker", "is it running")
 
     def test_debug_shows_the_traceback(self, tmp_path: Path) -> None:
-        result = cli("--debug", "replay", tmp_path / "none.mcap", "--zmq", "tcp://127.0.0.1:1")
-        assert result.returncode != 0
-        assert "Traceback" in result.stderr and "RecordingError" in result.stderr
+        """``--debug`` before or after the command name."""
+        for args in (("--debug", "replay", tmp_path / "none.mcap"), ("replay", tmp_path / "none.mcap", "--debug")):
+            result = cli(*args, "--zmq", "tcp://127.0.0.1:1")
+            assert result.returncode != 0
+            assert "Traceback" in result.stderr and "RecordingError" in result.stderr
 
 
 class TestRecord:
