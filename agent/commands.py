@@ -43,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
         agent = Agent(config, args.config)
         agent.install_signal_handlers()
         agent.start()
-        return agent.run(duration_s=args.duration, until_sources_finish=args.recording is not None)
+        code = agent.run(duration_s=args.duration, until_sources_finish=args.recording is not None)
+    stopped_early = [source.error for source in agent.sources if source.error]
+    if stopped_early and code == 0:  # the events so far are out, but the input was not read to its end
+        raise RecordingError(f"{stopped_early[0]}; the events up to that point were produced")
+    return code
 
 
 def demo(args: argparse.Namespace) -> int:

@@ -123,6 +123,21 @@ def test_run_recording_missing_file(tmp_path: Path) -> None:
                "line3.mcap", "no such file")
 
 
+def test_run_recording_damaged_half_way(tmp_path: Path) -> None:
+    """A recording that opens but is damaged inside: the agent stops at the damage and says so (not exit 0)."""
+    recording = tmp_path / "damaged.mcap"
+    with RecordingWriter(recording, chunk_size=1024) as writer:
+        for index in range(200):
+            writer.write(bytes(range(256)) * 4, 1_000_000_000 + index)
+    data = bytearray(recording.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 50] = bytes(byte ^ 0xFF for byte in data[middle:middle + 50])
+    recording.write_bytes(bytes(data))
+    config = agent_config(tmp_path / "agent.yaml", tmp_path / "state")
+    fails_with(cli("run", "--config", config, "--recording", recording), 1, "damaged.mcap is damaged",
+               "events up to that point")
+
+
 def test_reset_baseline_matching_nothing(tmp_path: Path) -> None:
     config = agent_config(tmp_path / "agent.yaml", tmp_path / "state")
     fails_with(cli("reset-baseline", "--config", config, "pump-7"), 1, "no learned baseline matches 'pump-7'")

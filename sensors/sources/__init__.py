@@ -40,6 +40,8 @@ class Source(abc.ABC):
     can_wait: bool = False
     #: set when a finite source (a recording) has delivered everything
     finished: threading.Event
+    #: why a finite source stopped before its end (e.g. a recording damaged half-way), for the exit code
+    error: str | None = None
 
     @classmethod  # noqa: B027 - an optional hook: most sources have nothing to check
     def check(cls, config: Any) -> None:
