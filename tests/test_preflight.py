@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 import structlog
 import yaml
@@ -29,9 +30,8 @@ from models.runtime import cache_path, load_model
 from models.vibration.runtime.monitor import MachineMonitor
 from sensors.errors import AlreadyRunning, ConfigError, EdgeAgentError, ModelError, RecordingError, StateError
 from sensors.wire import Kind, SensorMessage
+from tests.cli_runner import cli, fails_with
 from tests.conftest import Broker, free_port
-from tests.test_cli_errors import cli, fails_with
-from tests.test_vibration_task import windows
 
 
 def config_dict(state_dir: Path, **changes: Any) -> dict[str, Any]:
@@ -211,7 +211,9 @@ def test_a_bug_while_resuming_state_is_not_a_stale_file(tmp_path: Path, monkeypa
     """Only StateError means "saved state not usable, learn again"; a ValueError from a bug surfaces."""
     context = TaskContext("edge-1", tmp_path, load_model, structlog.get_logger())
     config = VibrationConfig(window_s=0.5, hop_s=0.5, shaft_hz=None, baseline_windows=40)
-    stream = windows(None, duration_s=2.0)
+    noise = np.random.default_rng(1).normal(size=(4, 4000, 2)).astype(np.float32)
+    stream = [Window("pump-1", Kind.VIBRATION, samples, 8000.0, 10**18 + index * 500_000_000, index)
+              for index, samples in enumerate(noise)]
     first = VibrationTask(config, context)
     for window in stream:
         first.process(window)
