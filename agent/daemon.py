@@ -30,7 +30,7 @@ from agent.sinks import Outgoing, Sink, SinkEnv, make_sink
 from agent.stats import Stats
 from agent.tasks import task_types
 from agent.tasks.base import Task, TaskContext
-from models.runtime import load_model
+from models.runtime import load_model, under_state_dir
 from sensors.sources import Source, SourceEnv, make_source
 
 log = structlog.get_logger(__name__)
@@ -138,7 +138,7 @@ class Agent:
 
     def _build_tasks(self, config: AgentConfig) -> list[Task]:
         types = task_types()
-        backend = config.backend
+        backend = under_state_dir(config.backend, config.state_dir)  # engine caches follow state_dir
         tasks = []
         for name, task_config in config.task_configs().items():
             context = TaskContext(

@@ -10,6 +10,7 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from sensors.errors import ConfigError
 from sensors.settings import MqttConnection, Tls
 
 log = structlog.get_logger(__name__)
@@ -52,11 +53,17 @@ def paho_keepalive(keepalive_s: int) -> int:
 
 
 def tls_context(tls: Tls) -> ssl.SSLContext:
-    """Server verification against the configured CA, TLS 1.2 or newer, optional client certificate."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls.cert_file:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    """Server verification against the configured CA, TLS 1.2 or newer, optional client certificate;
+    ConfigError names a file that cannot be read or used."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.cert_file:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    except (OSError, ssl.SSLError) as error:  # SSLError is an OSError; both name no file, so we do
+        files = ", ".join(str(path) for path in (tls.ca_file, tls.cert_file, tls.key_file) if path)
+        raise ConfigError(f"TLS: cannot use {files}: {error.strerror or error}; check the paths and that "
+                          "they are PEM certificates and keys") from None
     return context
 
 

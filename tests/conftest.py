@@ -33,6 +33,14 @@ def _paho_closes_its_socket_pair() -> Iterator[None]:
     mqtt.Client.loop_stop = original  # type: ignore[method-assign]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Agents (and the CLI subprocesses tests start) keep their per-device locks in a folder of this run."""
+    os.environ["EDGE_AGENT_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("run"))
+    yield
+    os.environ.pop("EDGE_AGENT_RUNTIME_DIR", None)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -40,6 +40,13 @@ class Source(abc.ABC):
     can_wait: bool = False
     #: set when a finite source (a recording) has delivered everything
     finished: threading.Event
+    #: why a finite source stopped before its end (e.g. a recording damaged half-way), for the exit code
+    error: str | None = None
+
+    @classmethod  # noqa: B027 - an optional hook: most sources have nothing to check
+    def check(cls, config: Any) -> None:
+        """Preflight, before anything is opened: raise an EdgeAgentError for what would stop this source
+        (a missing recording, ...). Connections are not tried here; files the config names are."""
 
     @abc.abstractmethod
     def start(self, deliver: Deliver) -> None:
