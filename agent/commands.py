@@ -123,7 +123,7 @@ def record(args: argparse.Namespace) -> int:
     import zmq
 
     from sensors.recording import RecordingWriter
-    from sensors.sources import Source, SourceEnv
+    from sensors.sources import Ack, Source, SourceEnv
     from sensors.sources.mqtt import MqttSource, MqttSourceConfig
     from sensors.sources.zmq import ZmqSource, ZmqSourceConfig
 
@@ -134,24 +134,26 @@ def record(args: argparse.Namespace) -> int:
         source = MqttSource(MqttSourceConfig(kind="mqtt", host=host, port=port, topic_prefix=args.prefix), env)
     else:
         source = ZmqSource(ZmqSourceConfig(kind="zmq", endpoint=args.zmq, socket="sub", bind=False), env)
-    received: queue.Queue[tuple[int, bytes]] = queue.Queue()
+    received: queue.Queue[tuple[int, bytes, Ack | None]] = queue.Queue()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    source.start(lambda raw: received.put((time.time_ns(), raw)))
+    source.start(lambda raw, ack=None: received.put((time.time_ns(), raw, ack)))
     deadline = time.monotonic() + args.duration if args.duration else float("inf")
     count = 0
     with RecordingWriter(args.out) as writer:
         while not stop.is_set() and time.monotonic() < deadline:
             try:
-                log_time, raw = received.get(timeout=0.2)
+                log_time, raw, ack = received.get(timeout=0.2)
             except queue.Empty:
                 continue
             writer.write(raw, log_time)
+            if ack is not None:  # MQTT input is acknowledged once it is in the recording
+                ack()
             count += 1
         source.close()
         while not received.empty():
-            log_time, raw = received.get()
+            log_time, raw, _ = received.get()  # after close nothing can be acknowledged
             writer.write(raw, log_time)
             count += 1
     invalid = f" ({writer.invalid} not valid wire messages, kept under their own topic)" if writer.invalid else ""

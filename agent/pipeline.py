@@ -9,6 +9,7 @@ windower sees the sequence jump and restarts its window, so a drop is never sile
 from __future__ import annotations
 
 import collections
+import dataclasses
 import fnmatch
 import threading
 import time
@@ -20,6 +21,7 @@ from agent.events import ClockJump, EventDraft, InputRejected
 from agent.stats import Stats
 from agent.tasks.base import RejectedInput, Task
 from agent.windowing import Windower
+from sensors.sources import Ack
 from sensors.wire import SensorMessage, WireError, decode
 
 log = structlog.get_logger(__name__)
@@ -97,6 +99,7 @@ class TaskWorker:
         if evicted is not None:
             with self.stats.lock:
                 self.stats.sensors[evicted.sensor_id].dropped += 1
+            evicted.ack()
 
     def _loop(self) -> None:
         last_tick = 0.0
@@ -116,6 +119,7 @@ class TaskWorker:
         received = time.monotonic()
         if not message.kind.continuous:
             self._run(lambda: self.task.process(message), message.sensor_id)
+            message.ack()  # its events are in the outbox (or it was rejected and counted)
         else:
             windower = self.windowers.get(message.sensor_id)
             if windower is None:
@@ -126,6 +130,7 @@ class TaskWorker:
                 log.info("stream restarted", task=self.name, sensor=message.sensor_id, reason=stream_break.reason)
             for window in windows:
                 self._run(lambda w=window: self.task.process(w), message.sensor_id)  # type: ignore[misc]
+            windower.acknowledge()  # chunks whose every window is done (or that a break discarded)
         with self.stats.lock:
             entry = self.stats.tasks[self.name]
             entry.processed += 1
@@ -197,26 +202,34 @@ class Dispatcher:
         self.workers: list[TaskWorker] = []
         self.report_rejection = report
 
-    def submit(self, raw: bytes, wait: bool = False) -> None:
+    def submit(self, raw: bytes, ack: Ack | None = None, wait: bool = False) -> None:
         """Called from source threads with one wire message; never raises.
 
-        ``wait`` (recordings read as fast as possible) blocks while a task queue is full instead
-        of applying the overload policy: a file can wait, a live sensor cannot.
+        ``ack`` (from sources that acknowledge input) is called once the message is done with: by
+        every task that takes it, or here if it is rejected or no task wants it.  ``wait``
+        (recordings read as fast as possible) blocks while a task queue is full instead of applying
+        the overload policy: a file can wait, a live sensor cannot.
         """
         try:
             message = decode(raw, self.max_payload)
         except WireError as error:
             self.stats.reject(None, str(error))
             self.report_rejection("", str(error))
+            _call(ack)
             return
         except Exception as error:  # belt and braces: no input may take a source thread down
             log.exception("decoder failed unexpectedly")
             self.stats.reject(None, f"internal decoder error: {error!r}")
+            _call(ack)
             return
         self._track(message)
-        for worker in self.workers:
-            if worker.wants(message):
-                worker.offer(message, wait)
+        takers = [worker for worker in self.workers if worker.wants(message)]
+        if ack is not None:
+            message = dataclasses.replace(message, ack=_after_all(ack, len(takers)) if takers else ack)
+        if not takers:
+            message.ack()
+        for worker in takers:
+            worker.offer(message, wait)
 
     def _track(self, message: SensorMessage) -> None:
         with self.stats.lock:
@@ -237,6 +250,26 @@ class Dispatcher:
                 entry.gaps += 1
                 entry.missing += max(0, message.seq - last - 1)
             log.warning("sequence gap", sensor=message.sensor_id, expected=last + 1, got=message.seq)
+
+
+def _call(ack: Ack | None) -> None:
+    if ack is not None:
+        ack()
+
+
+def _after_all(ack: Ack, count: int) -> Ack:
+    """An acknowledgement that fires once ``count`` tasks have each called it."""
+    left = [count]
+    lock = threading.Lock()
+
+    def done() -> None:
+        with lock:
+            left[0] -= 1
+            fire = left[0] == 0
+        if fire:
+            ack()
+
+    return done
 
 
 class RejectionReporter:
