@@ -45,7 +45,8 @@ from sensors.settings import Strict
 log = structlog.get_logger(__name__)
 ALARM = SEVERITY_RANK["alarm"]
 SPILL_LIMIT = 10_000
-RETAIN_LIMIT = 20_000  # acknowledged events kept for replay at most, whatever the window
+RETAIN_LIMIT = 20_000  # acknowledged events kept for replay at most, whatever the window...
+RETAIN_BYTES = 32 << 20  # ...and their payload bytes (attachments are large)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -132,6 +133,7 @@ class Outbox:
         self._flight: dict[int, tuple[int, Entry]] = {}  # handed out (epoch, entry), not yet acknowledged
         self._undeleted: dict[int, int] = {}  # acknowledged rows whose delete failed: row id -> payload size
         self._retained: collections.deque[tuple[float, Entry]] = collections.deque()  # (acknowledged at, entry)
+        self._retained_bytes = 0
         self._replay: dict[int, Entry] = {}  # acknowledged entries to publish again, oldest first
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -303,8 +305,10 @@ class Outbox:
             return
         retained = self._retained
         retained.append((now, entry))
-        while retained and (len(retained) > RETAIN_LIMIT or now - retained[0][0] > self.replay_window_s):
-            retained.popleft()
+        self._retained_bytes += len(entry.payload)
+        while retained and (len(retained) > RETAIN_LIMIT or self._retained_bytes > RETAIN_BYTES
+                            or now - retained[0][0] > self.replay_window_s):
+            self._retained_bytes -= len(retained.popleft()[1].payload)
 
     def replay(self, since: float) -> int:
         """The broker may have lost what it acknowledged after ``since`` (a ``time.monotonic()`` value):
@@ -312,6 +316,7 @@ class Outbox:
         with self._lock:
             again = [entry for acked_at, entry in self._retained if acked_at >= since]
             self._retained.clear()
+            self._retained_bytes = 0
             for entry in again:
                 self._replay[entry.row_id] = entry
             self.counters.replayed += len(again)
