@@ -11,14 +11,18 @@ from pathlib import Path
 
 import pytest
 import structlog
+import zmq
 
 from agent.events import EventDraft, dumps, finalize
 from agent.outbox import Outbox
 from agent.sinks import Outgoing, SinkEnv
 from agent.sinks.mqtt import MqttSink, MqttSinkConfig
+from sensors.wire import encode
 from tests.conftest import Broker, free_port
 from tests.mqtt_subscriber import Subscriber
-from tests.test_faults import Collector
+from tests.support import agent_config, vibration_chunk, write_energy_model
+from tests.test_daemon import Daemon, NotifySocket
+from tests.test_faults import Collector, jsonl_ids, record_figure
 
 
 @pytest.fixture
@@ -169,3 +173,43 @@ class TestBrokerCrash:
             broker.stop()
         assert not missing, f"{len(missing)} of {len(items)} acknowledged events lost in the broker crash"
         assert sink.outbox.counters.replayed == len(items)
+
+
+class TestDaemonOnAFullDisk:
+    def test_nothing_is_lost_when_the_state_directory_is_full(self, tmp_path: Path, small_disk: Path,
+                                                              broker: Broker) -> None:
+        """The daemon's state directory fills up while events flow and the broker is up: every event arrives
+        (or, at worst, is in the log), storage_degraded is published, and SIGTERM loses nothing."""
+        model = write_energy_model(tmp_path / "model")
+        inbound = free_port()
+        events = tmp_path / "events.jsonl"  # the reference list of what was produced, on a disk with room
+        config = agent_config(small_disk / "state", model, [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{inbound}"}],
+                              [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port},
+                               {"kind": "jsonl", "path": str(events)}], probe={"queue_size": 200})
+        collector = Collector(broker.port)
+        notify = NotifySocket(tmp_path / "notify.sock")
+        daemon = Daemon(tmp_path, config, notify)
+        sender = zmq.Context.instance().socket(zmq.PUSH)
+        try:
+            assert notify.wait_for("READY=1", 30), daemon.log()
+            assert wait_until(lambda: bool(daemon.log_events("mqtt connected")), 10)
+            fill(small_disk)
+            sender.connect(f"tcp://127.0.0.1:{inbound}")
+            for seq in range(80):
+                sender.send(encode(vibration_chunk("pump-1", seq, 3.0)))
+            assert wait_until(lambda: len(jsonl_ids(events)) >= 81, 30)  # 80 alarms and storage_degraded
+            produced = set(jsonl_ids(events))
+            collector.wait_for(produced, 15)
+        finally:
+            sender.close(0)
+            daemon.stop()
+            notify.close()
+            collector.close()
+        delivered = set(collector.ids())
+        logged = {line["event_id"] for line in daemon.log_events("undelivered event")}
+        lost = produced - delivered - logged
+        record_figure("full_disk_daemon", {"events": len(produced), "delivered": len(produced & delivered),
+                                           "only_logged": len(logged - delivered), "lost": len(lost)})
+        assert not lost, f"{len(lost)} of {len(produced)} events lost"
+        assert delivered >= produced
+        assert any(event["type"] == "storage_degraded" for event in collector.events)
