@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
+from agent.pipeline import Dispatcher
+from agent.stats import Stats
 from agent.windowing import Windower
 from sensors import topics
 from sensors.mqtt import connect_properties
@@ -60,6 +62,16 @@ class TestInOrderAcks:
         acks.reset()
         old()
         assert sent == []
+
+
+class TestDispatcherAcks:
+    def test_input_that_cannot_be_used_is_acknowledged_at_once(self) -> None:
+        """Bytes that fail to decode, and a valid message no task wants, are done with: acknowledged."""
+        acked: list[str] = []
+        dispatcher = Dispatcher(Stats(), 1 << 20, lambda *args: None)
+        dispatcher.submit(b"not a wire message", lambda: acked.append("junk"))
+        dispatcher.submit(encode(frame(0)), lambda: acked.append("unwanted"))
+        assert acked == ["junk", "unwanted"]
 
 
 def chunk(seq: int, acked: list[int], samples: int = 250) -> SensorMessage:
