@@ -8,6 +8,7 @@ import random
 import signal
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -107,23 +108,36 @@ class TestWindowAcks:
         assert acked == [0, 1]
 
 
+BASE_NS = 1_700_000_000_000_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+CHUNKS_PER_WINDOW = 4  # 250-sample chunks at 1 kHz, 1 s windows
+
+
 def frame(seq: int) -> SensorMessage:
     """A white raw frame: the probe's energy is 1.0, above its threshold, so every frame gives one event."""
-    return SensorMessage("cam-1", Kind.FRAME, seq, 1_700_000_000_000_000_000 + seq * 10**6,
-                         np.full((8, 8), 255, np.uint8))
+    return SensorMessage("cam-1", Kind.FRAME, seq, BASE_NS + seq * 10**6, np.full((8, 8), 255, np.uint8))
 
 
-def frames_with_events(path: Path) -> set[int]:
+def used_input(path: Path) -> tuple[set[int], set[int]]:
+    """The frames, and the vibration chunks, that became part of an event (a window holds four chunks)."""
+    frames: set[int] = set()
+    chunks: set[int] = set()
     if not path.exists():
-        return set()
-    seqs = set()
+        return frames, chunks
     for line in path.read_text().splitlines():
-        if line.endswith("}"):
-            event = json.loads(line)
-            if event["type"] == "energy_high":
-                micros = int(event["source_time"][20:26])
-                seqs.add(micros // 1000)
-    return seqs
+        if not line.endswith("}"):
+            continue
+        event = json.loads(line)
+        if event["type"] != "energy_high":
+            continue
+        when = datetime.fromisoformat(event["source_time"].replace("Z", "+00:00"))
+        offset_us = round((when - EPOCH).total_seconds() * 1e6) - BASE_NS // 1000
+        if event["sensor"] == "cam-1":
+            frames.add(offset_us // 1000)
+        else:
+            first = offset_us // 10**6
+            chunks.update(range(first, first + CHUNKS_PER_WINDOW))
+    return frames, chunks
 
 
 def open_session(port: int, client_id: str) -> None:
@@ -142,38 +156,48 @@ def open_session(port: int, client_id: str) -> None:
 
 
 class TestAgentKilled:
-    def test_frames_in_flight_when_the_agent_is_killed_still_become_events(self, tmp_path: Path,
-                                                                             broker: Broker) -> None:
-        """A publisher sends QoS 1 frames to the agent's persistent session; the agent is SIGKILLed at random
-        moments with frames queued; after restarts every frame became an event (duplicates allowed)."""
+    def test_input_in_flight_when_the_agent_is_killed_still_becomes_events(self, tmp_path: Path,
+                                                                           broker: Broker) -> None:
+        """A publisher sends QoS 1 frames and vibration chunks to the agent's persistent session; the agent is
+        SIGKILLed at random moments with input queued or in half-filled windows; after restarts every frame
+        and every chunk of a complete window became part of an event (duplicates allowed)."""
         model = write_energy_model(tmp_path / "model")
         events = tmp_path / "events.jsonl"
         config = agent_config(tmp_path / "state", model,
                               [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port, "client_id": "acks-in"}],
                               [{"kind": "jsonl", "path": str(events)}],
                               probe={"delay_s": 0.02, "threshold": 0.5, "queue_size": 500})
-        open_session(broker.port, "acks-in")  # the agent's persistent session exists before any frame is sent
+        open_session(broker.port, "acks-in")  # the agent's persistent session exists before any input is sent
         publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         publisher.connect("127.0.0.1", broker.port)
         publisher.loop_start()
-        topic = topics.sensor_topic("edge", Kind.FRAME, "cam-1")
         rng = random.Random(3)
         seq = 0
+
+        def publish(message: SensorMessage) -> None:
+            topic = topics.sensor_topic("edge", message.kind, message.sensor_id)
+            publisher.publish(topic, encode(message), qos=1).wait_for_publish(5)
+
+        def all_used() -> bool:
+            frames, chunks = used_input(events)
+            return frames >= set(range(seq)) and chunks >= set(range(seq))
+
         try:
             for round_number in range(SIGKILL_ROUNDS + 1):
                 notify = NotifySocket(tmp_path / f"notify-{round_number}.sock")
                 daemon = Daemon(tmp_path, config, notify)
                 assert notify.wait_for("READY=1", 30), daemon.log()
                 if round_number == SIGKILL_ROUNDS:  # the last start catches up and stops cleanly
-                    wanted = set(range(seq))
                     deadline = time.monotonic() + 30
-                    while not wanted <= frames_with_events(events) and time.monotonic() < deadline:
+                    while not all_used() and time.monotonic() < deadline:
                         time.sleep(0.1)
                     daemon.stop()
                     notify.close()
                     break
-                for _ in range(rng.randint(30, 60)):
-                    publisher.publish(topic, encode(frame(seq)), qos=1).wait_for_publish(5)
+                for _ in range(rng.randint(8, 15) * CHUNKS_PER_WINDOW):  # whole windows over all rounds
+                    publish(frame(seq))
+                    publish(SensorMessage("vib-1", Kind.VIBRATION, seq, BASE_NS + seq * 10**9,
+                                          np.full((250, 1), 2.0, np.float32), 1000.0))
                     seq += 1
                 time.sleep(rng.uniform(0.1, 0.4))
                 daemon.process.send_signal(signal.SIGKILL)
@@ -182,7 +206,10 @@ class TestAgentKilled:
         finally:
             publisher.disconnect()
             publisher.loop_stop()
-        missing = set(range(seq)) - frames_with_events(events)
-        record_figure("input_acks_agent_sigkill", {"rounds": SIGKILL_ROUNDS, "frames": seq,
-                                                   "frames_without_event": len(missing)})
-        assert seq and not missing, f"{len(missing)} of {seq} frames never became events"
+        frames, chunks = used_input(events)
+        lost_frames, lost_chunks = set(range(seq)) - frames, set(range(seq)) - chunks
+        record_figure("input_acks_agent_sigkill", {"rounds": SIGKILL_ROUNDS, "frames": seq, "chunks": seq,
+                                                   "frames_without_event": len(lost_frames),
+                                                   "chunks_without_event": len(lost_chunks)})
+        assert seq and not lost_frames, f"{len(lost_frames)} of {seq} frames never became events"
+        assert not lost_chunks, f"{len(lost_chunks)} of {seq} vibration chunks never became part of an event"
