@@ -135,10 +135,15 @@ class Outbox:
         self._retained: collections.deque[tuple[float, Entry]] = collections.deque()  # (acknowledged at, entry)
         self._retained_bytes = 0
         self._replay: dict[int, Entry] = {}  # acknowledged entries to publish again, oldest first
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives process crashes
-        self._db.executescript(SCHEMA)
+        #: True when the database could not be opened (e.g. a start on a full disk) and lives in memory
+        self.volatile = False
+        try:
+            self._db = _open(str(path))
+        except sqlite3.Error as error:  # an agent that cannot store must still publish: never fail the start
+            log.error("outbox cannot open its database; events are kept in memory until the next start",
+                      path=str(path), error=str(error))
+            self.degraded, self.volatile = str(error), True
+            self._db = _open(":memory:")
         count, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
         self.count, self.bytes = int(count), int(size)
 
@@ -177,7 +182,7 @@ class Outbox:
         self.degraded = str(error)
 
     def _working(self) -> None:
-        if self.degraded is not None:
+        if self.degraded is not None and not self.volatile:  # a database in memory is no recovery
             log.info("outbox writes work again", in_memory=len(self._spill))
             self.degraded = None
 
@@ -364,14 +369,29 @@ class Outbox:
         with self._lock:
             self._flight.clear()  # the connection is gone: nothing is in flight any more
             self._retry()
-            if self._spill:
-                log.error("outbox closing with events only in memory; each is logged", count=len(self._spill))
-            for entry in self._spill.values():
+            left = list(self._spill.values())
+            if self.volatile:  # the whole database lived in memory
+                left = [Entry(*row) for row in self._db.execute(FAIR_BATCH, ("[]", -1))] + left
+            if left:
+                log.error("outbox closing with events only in memory; each is logged", count=len(left))
+            for entry in left:
                 log.error("undelivered event", topic=entry.topic, event_id=entry.event_id, **_readable(entry.payload))
             if self._undeleted:
                 log.warning("acknowledged rows could not be deleted; they are published again at the next start",
                             count=len(self._undeleted))
             self._db.close()
+
+
+def _open(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives process crashes
+        db.executescript(SCHEMA)
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
 
 
 def _readable(payload: bytes) -> dict[str, object]:

@@ -135,6 +135,24 @@ class TestFullDisk:
         reopened.close()
 
 
+    def test_a_start_on_a_full_disk_keeps_the_outbox_in_memory_and_logs_what_is_left(self, small_disk: Path) -> None:
+        """An outbox that cannot even open its database (a restart on a full disk) works from memory, says
+        so, and writes what it could not deliver to the log at close."""
+        Outbox(small_disk / "o.sqlite").close()
+        fill(small_disk)
+        outbox = Outbox(small_disk / "o.sqlite")
+        assert outbox.volatile and outbox.degraded is not None
+        for index in range(3):
+            outbox.put(f"e{index}", "t", json.dumps({"index": index}).encode(), 0)
+        delivered = outbox.take(1)
+        outbox.acknowledge([delivered[0].row_id])
+        assert outbox.degraded is not None  # writes to memory work, but storage has not recovered
+        with structlog.testing.capture_logs() as logs:
+            outbox.close()
+        assert [entry["data"] for entry in logs if entry["event"] == "undelivered event"] == [
+            {"index": 1}, {"index": 2}]
+
+
 def crash_prone_broker(tmp_path: Path) -> Broker:
     """A broker that persists only on a clean stop (as with a long autosave_interval), so a SIGKILL loses
     what it acknowledged since; ``user root`` lets it write its database when the suite runs as root."""
