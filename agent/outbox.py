@@ -14,7 +14,8 @@ A full or failing disk loses nothing while the agent runs: a write that fails ke
 the event in a bounded memory spill that is still handed out for publishing, and is
 retried on disk; an acknowledgement whose delete fails is remembered in memory (the
 row is not handed out again) and the delete retried.  Both raise :attr:`Outbox.degraded`
-until a write works again.  At close, what is still only in memory is written to the
+until a write works again; a database that cannot even be opened is replaced by one in
+memory until the next start.  At close, what is still only in memory is written to the
 log, one JSON line per event, so that nothing vanishes without a trace.
 
 Acknowledged events are kept in memory for ``replay_window_s``: a broker that crashes
