@@ -134,8 +134,9 @@ def replay(args: argparse.Namespace) -> int:
 def record(args: argparse.Namespace) -> int:
     """Capture live sensor streams (MQTT subscription or ZeroMQ SUB) to an MCAP file."""
     from sensors.recording import RecordingWriter
+    from sensors.sources import Ack
 
-    received: queue.Queue[tuple[int, bytes]] = queue.Queue()
+    received: queue.Queue[tuple[int, bytes, Ack | None]] = queue.Queue()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -145,7 +146,7 @@ def record(args: argparse.Namespace) -> int:
         source = None
         try:
             source = _recording_source(args)
-            source.start(lambda raw: received.put((time.time_ns(), raw)))
+            source.start(lambda raw, ack=None: received.put((time.time_ns(), raw, ack)))
             if args.mqtt:
                 _await_broker(source.connected, args.mqtt, args.connect_timeout)
         except EdgeAgentError:
@@ -155,14 +156,16 @@ def record(args: argparse.Namespace) -> int:
             raise
         while not stop.is_set() and time.monotonic() < deadline:
             try:
-                log_time, raw = received.get(timeout=0.2)
+                log_time, raw, ack = received.get(timeout=0.2)
             except queue.Empty:
                 continue
             writer.write(raw, log_time)
+            if ack is not None:  # MQTT input is acknowledged once it is in the recording
+                ack()
             count += 1
         source.close()
         while not received.empty():
-            log_time, raw = received.get()
+            log_time, raw, _ = received.get()  # after close nothing can be acknowledged
             writer.write(raw, log_time)
             count += 1
     invalid = f" ({writer.invalid} not valid wire messages, kept under their own topic)" if writer.invalid else ""

@@ -113,7 +113,7 @@ class Agent:
                  models=self.model_versions())
 
     def _open_sinks(self, config: AgentConfig) -> None:
-        env = SinkEnv(config.device, config.state_dir, self.zmq_context)
+        env = SinkEnv(config.device, config.state_dir, self.zmq_context, lambda draft: self.emit("agent", draft))
         sinks = [make_sink(sink, env) for sink in config.sinks]
         self.sinks = sinks
 

@@ -153,6 +153,24 @@ class SensorQuarantined(EventBody):
     reason: str = Field(description="the last failure, e.g. 'OverflowError: cannot convert float infinity'")
 
 
+class StorageDegraded(EventBody):
+    """The outbox cannot write to disk (full or failing): events are kept in memory and still published while the
+    broker is reachable; at a stop, what is only in memory is written to the log as JSON. ``sensor`` is empty."""
+
+    type = "storage_degraded"
+    severity = "warning"
+    error: str = Field(description="the storage error, e.g. 'database or disk is full'")
+    in_memory: int = Field(description="events held only in memory when this was raised")
+
+
+class StorageRecovered(EventBody):
+    """The outbox can write to disk again; events held in memory are being stored. ``sensor`` is empty."""
+
+    type = "storage_recovered"
+    severity = "info"
+    degraded_for_s: float = Field(description="seconds the storage was degraded")
+
+
 #: the agent's own events (``task: agent``)
 AGENT_EVENTS: tuple[type[EventBody], ...] = (InputRejected, ClockJump, SensorOffline, SensorOnline,
-                                                 SensorQuarantined)
+                                             SensorQuarantined, StorageDegraded, StorageRecovered)

@@ -28,6 +28,7 @@ from agent.quarantine import Quarantine
 from agent.stats import DEFAULT_MAX_SENSORS, BoundedMap, Stats
 from agent.tasks.base import RejectedInput, Task
 from agent.windowing import Window, Windower
+from sensors.sources import Ack
 from sensors.wire import SensorMessage, SensorWireError, WireError, decode
 
 log = structlog.get_logger(__name__)
@@ -167,8 +168,8 @@ class TaskWorker:
             return
         if not message.kind.continuous:
             self.windowers.touch(sensor)
-            if not self._run(lambda: self.task.process(message), message):
-                message.ack()
+            self._run(lambda: self.task.process(message), message)
+            message.ack()  # its events are in the outbox (or it was rejected and counted)
         else:
             windower = self.windowers.touch(sensor)
             if windower is None:
@@ -183,6 +184,7 @@ class TaskWorker:
                 log.info("stream restarted", task=self.name, sensor=sensor, reason=stream_break.reason)
             for window in windows:
                 self._run(lambda w=window: self.task.process(w), message, window)  # type: ignore[misc]
+            windower.acknowledge()  # chunks whose every window is done (or that a break discarded)
         with self.stats.lock:
             entry = self.stats.tasks[self.name]
             entry.processed += 1
@@ -289,26 +291,33 @@ class Dispatcher:
         self.report_rejection = report
         self.quarantine = quarantine or Quarantine(lambda *_: None)  # shared with the workers by the agent
 
-    def submit(self, raw: bytes, wait: bool = False) -> None:
+    def submit(self, raw: bytes, ack: Ack | None = None, wait: bool = False) -> None:
         """Called from source threads with one wire message; never raises.
 
-        ``wait`` (recordings read as fast as possible) blocks while a task queue is full instead
-        of applying the overload policy: a file can wait, a live sensor cannot.
+        ``ack`` (from sources that acknowledge input) is called once the message is done with: by
+        every task that takes it, or here if it is rejected or no task wants it.  ``wait``
+        (recordings read as fast as possible) blocks while a task queue is full instead of applying
+        the overload policy: a file can wait, a live sensor cannot.
         """
         try:
             message = decode(raw, self.max_payload)
         except SensorWireError as error:  # the sensor is known: counted against it, with its time and seq
             self.stats.reject(error.sensor_id, str(error))
             self.report_rejection(error.sensor_id, str(error), source_time_ns=error.timestamp_ns, seq=error.seq)
+            _call(ack)
             return
         except WireError as error:
             self.stats.reject(None, str(error))
             self.report_rejection("", str(error))
+            _call(ack)
             return
         except Exception as error:  # belt and braces: no input may take a source thread down
             log.exception("decoder failed unexpectedly")
             self.stats.reject(None, f"internal decoder error: {error!r}")
+            _call(ack)
             return
+        if ack is not None:
+            message = dataclasses.replace(message, ack=ack)
         self.route(message, wait)
 
     def route(self, message: SensorMessage, wait: bool = False) -> None:
@@ -348,6 +357,11 @@ class Dispatcher:
                 entry.gaps += 1
                 entry.missing += max(0, message.seq - last - 1)
             log.warning("sequence gap", sensor=message.sensor_id, expected=last + 1, got=message.seq)
+
+
+def _call(ack: Ack | None) -> None:
+    if ack is not None:
+        ack()
 
 
 def _countdown(ack: Callable[[], None], count: int) -> Callable[[], None]:

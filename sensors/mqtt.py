@@ -16,9 +16,13 @@ from sensors.settings import MqttConnection, Tls
 log = structlog.get_logger(__name__)
 
 
-def make_client(connection: MqttConnection, client_id: str) -> mqtt.Client:
-    """A configured, unconnected MQTT 5 client; TLS never falls back to plaintext."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+def make_client(connection: MqttConnection, client_id: str, manual_ack: bool = False) -> mqtt.Client:
+    """A configured, unconnected MQTT 5 client; TLS never falls back to plaintext.
+
+    With ``manual_ack`` incoming QoS 1 messages are acknowledged only by ``client.ack(mid, qos)``.
+    """
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                         manual_ack=manual_ack)
     if connection.username:
         password = connection.password.read().get_secret_value() if connection.password else None
         client.username_pw_set(connection.username, password)
@@ -111,8 +115,11 @@ def diagnose(host: str, port: int, context: ssl.SSLContext | None, timeout: floa
         return f"network: {error}"
 
 
-def connect_properties(session_expiry_s: int) -> Properties:
-    """CONNECT properties asking the broker to keep our session for a while after a disconnect."""
+def connect_properties(session_expiry_s: int, receive_maximum: int | None = None) -> Properties:
+    """CONNECT properties asking the broker to keep our session for a while after a disconnect, and to
+    send at most ``receive_maximum`` QoS 1 messages that we have not acknowledged yet."""
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:
+        properties.ReceiveMaximum = receive_maximum
     return properties

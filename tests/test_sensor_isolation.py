@@ -250,7 +250,7 @@ class TestStatusAndStop:
         """Closing the MQTT source is logged as a plain disconnect, not 'disconnected; reconnecting'."""
         source = MqttSource(MqttSourceConfig(kind="mqtt", host="127.0.0.1", port=broker.port),
                             SourceEnv("line-1", zmq.Context.instance(), 1 << 20))
-        source.start(lambda raw: None)
+        source.start(lambda raw, ack=None: None)
         try:
             assert wait_until(source.connected.is_set)
         finally:
