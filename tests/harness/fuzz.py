@@ -126,25 +126,35 @@ def fuzz(agent: AgentProcess, senders: Senders, collector: Collector, inputs_poo
         if index % valid_every == 0:
             send_valid(senders, result)
         _, payload = inputs_pool[rng.randrange(len(inputs_pool))]
-        if rng.random() < mqtt_share:
-            senders.mqtt(f"edge/sensors/{rng.choice(('vibration', 'audio', 'frame'))}/fuzz", payload)
-            result.mqtt_inputs += 1
-        else:
-            senders.zmq(payload)
+        try:
+            if rng.random() < mqtt_share:
+                senders.mqtt(f"edge/sensors/{rng.choice(('vibration', 'audio', 'frame'))}/fuzz", payload)
+                result.mqtt_inputs += 1
+            else:
+                senders.zmq(payload)
+        except zmq.Again:
+            if agent.alive:
+                raise  # alive but taking nothing for 30 s: stuck, which the run reports as an error
         result.inputs += 1
-        if (index + 1) % tenth == 0:
-            if not agent.alive:
-                result.crashes += 1
-                result.exit_codes.append(agent.exit_code)
-                agent.start()  # count it and go on, as systemd would restart it
+        if (index + 1) % tenth == 0 or not agent.alive:
+            restart_if_dead(agent, result)
             result.rss_mb.append(agent.rss_mb())
     result.seconds = time.monotonic() - started
+    restart_if_dead(agent, result)
     result.valid_alive_at_end = still_producing(senders, collector, result)
     if not agent.alive:
         result.crashes += 1
         result.exit_codes.append(agent.exit_code)
     result.valid_events = events_per_sensor(collector)
     return result
+
+
+def restart_if_dead(agent: AgentProcess, result: FuzzResult) -> None:
+    """An exit is a crash: count it and start the agent again, as systemd would, so the run goes on."""
+    if not agent.alive:
+        result.crashes += 1
+        result.exit_codes.append(agent.exit_code)
+        agent.start()
 
 
 def send_valid(senders: Senders, result: FuzzResult) -> None:
