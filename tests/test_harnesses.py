@@ -64,7 +64,7 @@ def test_soak_smoke(tmp_path: Path) -> None:
     """A few randomised fault rounds run end to end: every round's events are expected and counted, the agent
     does not crash. (Losses are reported, not asserted: on a branch without the delivery fixes of issue 9 an
     agent SIGKILL can lose input that was acknowledged before it was used; ``make soak`` fails on them.)"""
-    result = soak.soak(tmp_path, rounds=3, duration_s=120, seed=2, autosave_s=1)
+    result = soak.soak(tmp_path, rounds=3, duration_s=120, seed=2, autosave_s=1, settle_s=2)
     assert result.rounds == 3 and sum(result.faults.values()) == 3
     assert sum(figures.expected for figures in result.table.values()) == 3 * 4 * len(soak.SENSORS)
     assert result.crashes == 0, result.exit_codes

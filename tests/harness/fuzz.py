@@ -141,7 +141,8 @@ def fuzz(agent: AgentProcess, senders: Senders, collector: Collector, inputs_poo
             result.rss_mb.append(agent.rss_mb())
     result.seconds = time.monotonic() - started
     restart_if_dead(agent, result)
-    result.valid_alive_at_end = still_producing(senders, collector, result)
+    # after a crash the run has failed already: no need to wait for the valid streams
+    result.valid_alive_at_end = not result.crashes and still_producing(agent, senders, collector, result)
     if not agent.alive:
         result.crashes += 1
         result.exit_codes.append(agent.exit_code)
@@ -173,12 +174,17 @@ def events_per_sensor(collector: Collector) -> dict[str, int]:
     return {sensor: sensors.count(sensor) for sensor in VALID.values()}
 
 
-def still_producing(senders: Senders, collector: Collector, result: FuzzResult) -> bool:
-    """After the fuzz, two more windows of each valid stream must each produce an event."""
+def still_producing(agent: AgentProcess, senders: Senders, collector: Collector, result: FuzzResult) -> bool:
+    """After the fuzz, two more windows of each valid stream must each produce an event (an exit ends the wait)."""
     before = events_per_sensor(collector)
     for _ in range(8):
         send_valid(senders, result)
-    return wait_until(lambda: all(events_per_sensor(collector)[s] > before[s] for s in VALID.values()), 60)
+
+    def produced() -> bool:
+        return all(events_per_sensor(collector)[s] > before[s] for s in VALID.values())
+
+    wait_until(lambda: produced() or not agent.alive, 60)
+    return agent.alive and produced()
 
 
 def render(result: FuzzResult) -> str:

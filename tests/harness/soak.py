@@ -144,7 +144,7 @@ def rig(folder: Path, state: Path, autosave_s: int) -> Iterator[Rig]:
     agent.start()
     collector = Collector(broker.port)
     sensors = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="soak-sensors", protocol=mqtt.MQTTv5)
-    sensors.reconnect_delay_set(0.1, 1)  # paho's default backs off to 2 min: rounds are seconds long
+    sensors.reconnect_delay_set(1, 2)  # paho's default backs off to 2 min: rounds are seconds long
     publisher = MqttPublisher("127.0.0.1", broker.port, client=sensors, timeout_s=120)
     try:
         yield Rig(folder, broker, agent, publisher, collector, state)
@@ -227,13 +227,13 @@ def collect(rig: Rig, expected: set[Key], settle_s: float, timeout_s: float) -> 
         return list(rig.collector.events)
 
 
-def reference_keys(folder: Path, recording: Path, autosave_s: int) -> set[Key]:
+def reference_keys(folder: Path, recording: Path, autosave_s: int, settle_s: float) -> set[Key]:
     """The events of one unfaulted round: what every round must produce, moved on in time."""
     state = folder / "reference-state"
     state.mkdir(parents=True)
     with rig(folder / "reference", state, autosave_s) as running:
         publish_round(running, round_input(recording, 0), lambda: None, -1)
-        events = collect(running, set(), settle_s=5, timeout_s=60)
+        events = collect(running, set(), settle_s=min(settle_s, 5), timeout_s=60)
     keys = {event_key(event) for event in events}
     if not keys:
         raise RuntimeError("the reference run produced no events")
@@ -294,10 +294,10 @@ class SoakResult:
 
 
 def soak(folder: Path, rounds: int, duration_s: float, seed: int, autosave_s: int,
-         kinds: tuple[str, ...] = FAULTS) -> SoakResult:
+         kinds: tuple[str, ...] = FAULTS, settle_s: float = 15) -> SoakResult:
     rng = random.Random(seed)
     recording = write_recording(folder / "soak.mcap")
-    reference = reference_keys(folder, recording, autosave_s)
+    reference = reference_keys(folder, recording, autosave_s, settle_s)
     fuzz_inputs = pool(seed, 500, frozenset({"tiny_rate", "huge"}))
     result = SoakResult()
     started = time.monotonic()
@@ -319,7 +319,7 @@ def soak(folder: Path, rounds: int, duration_s: float, seed: int, autosave_s: in
             expected |= {shift_key(key, number) for key in reference}
             result.rounds += 1
             result.faults[fault] += 1
-        events = collect(running, expected, settle_s=15, timeout_s=120 + 2 * autosave_s)
+        events = collect(running, expected, settle_s=settle_s, timeout_s=120 + 2 * autosave_s)
         running.check_agent()
         result.rss_mb_after = running.agent.rss_mb()
         result.crashes, result.exit_codes = running.crashes, running.exit_codes
