@@ -58,6 +58,7 @@ class TestSoakComparison:
         assert c.timestamp_ns - a.timestamp_ns == 2 * soak.STEP * soak.CHUNK_NS
         key = ("a", "probe", "energy_high", "2023-11-14T22:13:20.000000Z")
         assert soak.parse_ns(soak.shift_key(key, 2)[3]) - soak.parse_ns(key[3]) == 2 * soak.STEP * soak.CHUNK_NS
+        assert soak.round_of(soak.shift_key(key, 2)) - soak.round_of(key) == 2
 
 
 def test_soak_smoke(tmp_path: Path) -> None:

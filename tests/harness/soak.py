@@ -40,7 +40,7 @@ from sensors.recording import RecordingReader, RecordingWriter
 from sensors.replay import MqttPublisher
 from sensors.wire import SensorMessage, decode, encode
 from tests.conftest import Broker, free_port
-from tests.harness.common import SAMPLES, AgentProcess, chunk, event_key, probe_agent_config
+from tests.harness.common import BASE_NS, SAMPLES, AgentProcess, chunk, event_key, probe_agent_config
 from tests.harness.mutate import pool
 from tests.test_faults import Collector
 
@@ -80,6 +80,11 @@ def shift_key(key: Key, round_number: int) -> Key:
     """A reference event's key as it should come out of round ``round_number``."""
     sensor, task, kind, source_time = key
     return sensor, task, kind, iso_time(parse_ns(source_time) + round_number * STEP * CHUNK_NS)
+
+
+def round_of(key: Key) -> int:
+    """The round whose input an expected event's source time falls in."""
+    return (parse_ns(key[3]) - BASE_NS) // (STEP * CHUNK_NS)
 
 
 def parse_ns(text: str) -> int:
@@ -287,6 +292,7 @@ class SoakResult:
     rss_mb_after: float = 0.0
     disk_full_available: bool = True
     seconds: float = 0.0
+    lost_by_fault: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -302,6 +308,7 @@ def soak(folder: Path, rounds: int, duration_s: float, seed: int, autosave_s: in
     result = SoakResult()
     started = time.monotonic()
     expected: set[Key] = set()
+    round_faults: dict[int, str] = {}
     with state_directory(folder) as (state, mounted), rig(folder / "soak", state, autosave_s) as running:
         result.disk_full_available = mounted
         result.rss_mb_before = running.agent.rss_mb()
@@ -319,11 +326,15 @@ def soak(folder: Path, rounds: int, duration_s: float, seed: int, autosave_s: in
             expected |= {shift_key(key, number) for key in reference}
             result.rounds += 1
             result.faults[fault] += 1
+            round_faults[number] = fault
         events = collect(running, expected, settle_s=settle_s, timeout_s=120 + 2 * autosave_s)
         running.check_agent()
         result.rss_mb_after = running.agent.rss_mb()
         result.crashes, result.exit_codes = running.crashes, running.exit_codes
     result.table = compare(expected, events)
+    received = {event_key(event) for event in events}
+    for key in expected - received:
+        result.lost_by_fault[round_faults[round_of(key)]] += 1
     result.seconds = time.monotonic() - started
     return result
 
@@ -332,7 +343,8 @@ def render(result: SoakResult) -> str:
     lines = [f"rounds: {result.rounds} in {result.seconds:.0f} s; faults: {dict(result.faults)}"
              + ("" if result.disk_full_available else " (disk_full skipped: tmpfs needs root)"),
              f"crashes: {result.crashes} {result.exit_codes or ''}; agent RSS before/after: "
-             f"{result.rss_mb_before:.0f} / {result.rss_mb_after:.0f} MiB", "",
+             f"{result.rss_mb_before:.0f} / {result.rss_mb_after:.0f} MiB",
+             f"events lost, by the fault of their round: {dict(result.lost_by_fault)}", "",
              "| topic | expected | lost | duplicated | out of order | unexpected |", "|---|---|---|---|---|---|"]
     totals = TopicFigures()
     for figures in result.table.values():
