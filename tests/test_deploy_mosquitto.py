@@ -1,4 +1,4 @@
-"""The example Mosquitto setup in deploy/mosquitto, run by the real broker: TLS, client certificates, per-role access."""
+"""The example Mosquitto setup in deploy/mosquitto, run by the real broker: TLS, certificates, per-role access."""
 
 from __future__ import annotations
 
