@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ class AgentProcess:
     starts: int = 0
     daemon: Daemon | None = None
     notify: NotifySocket | None = None
+    crash_codes: list[int | None] = field(default_factory=list)
 
     def start(self, timeout_s: float = 60) -> None:
         run = self.folder / f"run-{self.starts:05d}"
@@ -67,6 +68,18 @@ class AgentProcess:
     @property
     def exit_code(self) -> int | None:
         return None if self.daemon is None else self.daemon.process.poll()
+
+    def restart_if_exited(self) -> bool:
+        """An exit the harness did not cause is a crash: restart, as systemd would, so the run goes on.
+
+        Returns whether it had exited; its exit code is then in ``crash_codes``.
+        """
+        if self.alive:
+            return False
+        self.crash_codes.append(self.exit_code)
+        self._close_notify()
+        self.start()
+        return True
 
     def rss_mb(self) -> float:
         if not self.alive or self.daemon is None:

@@ -151,11 +151,9 @@ def fuzz(agent: AgentProcess, senders: Senders, collector: Collector, inputs_poo
 
 
 def restart_if_dead(agent: AgentProcess, result: FuzzResult) -> None:
-    """An exit is a crash: count it and start the agent again, as systemd would, so the run goes on."""
-    if not agent.alive:
+    if agent.restart_if_exited():
         result.crashes += 1
-        result.exit_codes.append(agent.exit_code)
-        agent.start()
+        result.exit_codes.append(agent.crash_codes[-1])
 
 
 def send_valid(senders: Senders, result: FuzzResult) -> None:

@@ -104,15 +104,6 @@ class Rig:
     publisher: MqttPublisher
     collector: Collector
     state: Path
-    crashes: int = 0
-    exit_codes: list[int | None] = field(default_factory=list)
-
-    def check_agent(self) -> None:
-        """An agent the harness did not kill but that exited is a crash: count it, restart it."""
-        if not self.agent.alive:
-            self.crashes += 1
-            self.exit_codes.append(self.agent.exit_code)
-            self.agent.start()
 
 
 def broker_config(broker: Broker, folder: Path, autosave_s: int) -> None:
@@ -322,15 +313,15 @@ def soak(folder: Path, rounds: int, duration_s: float, seed: int, autosave_s: in
             fault = rng.choice(kinds)
             messages = round_input(recording, number)
             publish_round(running, messages, faults[fault], rng.randrange(len(messages)))
-            running.check_agent()
+            running.agent.restart_if_exited()
             expected |= {shift_key(key, number) for key in reference}
             result.rounds += 1
             result.faults[fault] += 1
             round_faults[number] = fault
         events = collect(running, expected, settle_s=settle_s, timeout_s=120 + 2 * autosave_s)
-        running.check_agent()
+        running.agent.restart_if_exited()
         result.rss_mb_after = running.agent.rss_mb()
-        result.crashes, result.exit_codes = running.crashes, running.exit_codes
+        result.crashes, result.exit_codes = len(running.agent.crash_codes), running.agent.crash_codes
     result.table = compare(expected, events)
     received = {event_key(event) for event in events}
     for key in expected - received:
