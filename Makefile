@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 # The CPU build of PyTorch; installed first so that the train extra's range is met without a CUDA download.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench soak fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m tests.benchmarks $(ARGS)
+
+# Long fault and fuzz runs, not part of `make test` (see docs/reliability.md), e.g.
+# make soak ARGS="--rounds 1000"   make fuzz ARGS="--inputs 1000000"
+soak: $(VENV)/.dev
+	$(BIN)/python -m tests.harness.soak $(ARGS)
+
+fuzz: $(VENV)/.dev
+	$(BIN)/python -m tests.harness.fuzz $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .hypothesis

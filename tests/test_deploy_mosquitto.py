@@ -1,14 +1,17 @@
-"""The example Mosquitto setup in deploy/mosquitto, run by the real broker: TLS, client certificates, ACL."""
+"""The example Mosquitto setup in deploy/mosquitto, run by the real broker: TLS, certificates, per-role access."""
 
 from __future__ import annotations
 
 import gc
 import getpass
+import glob
+import json
 import os
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -24,9 +27,22 @@ from tests.conftest import MOSQUITTO, free_port
 from tests.tls import CertPair, Pki, make_pki
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
+# Accounts by role, as acl.sh takes them; "stranger" has a certificate from the site's CA but no ACL block.
+AGENTS, SENSORS, OPERATORS = ("device-01", "device-02"), ("sensor-01", "sensor-02"), ("operator",)
+USERS = (*AGENTS, *SENSORS, *OPERATORS, "stranger")
 PASSWORD = "correct horse battery staple"
-USERS = ("device-01", "device-02", "sensor-01", "sensor-02", "operator")
 TIMEOUT = 5.0
+
+
+def write_access(path: Path, agents: tuple[str, ...], sensors: tuple[str, ...], operators: tuple[str, ...]) -> str:
+    """Run deploy/mosquitto/access.py for these accounts into ``path``; returns the JSON text."""
+    arguments = [sys.executable, str(DEPLOY / "access.py")]
+    for flag, names in (("--agent", agents), ("--sensor", sensors), ("--operator", operators)):
+        for name in names:
+            arguments += [flag, name]
+    text = subprocess.run(arguments, capture_output=True, text=True, timeout=30, check=True).stdout
+    path.write_text(text)
+    return text
 
 
 def broker_config_variant(conf: str, directory: Path, port: int) -> str:
@@ -35,12 +51,22 @@ def broker_config_variant(conf: str, directory: Path, port: int) -> str:
     Fails loudly if the deploy file no longer has the lines this rewrite expects, so the test
     cannot silently run some other configuration.
     """
-    if conf.count("\nlistener 8883\n") != 1 or "/etc/mosquitto/" not in conf:
+    plugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+    if conf.count("\nlistener 8883\n") != 1 or "/etc/mosquitto/" not in conf or f"plugin {plugin}\n" not in conf:
         raise AssertionError("deploy/mosquitto/mosquitto.conf changed shape: update broker_config_variant")
     conf = conf.replace("\nlistener 8883\n", f"\nlistener {port} 127.0.0.1\n")
-    conf = conf.replace("/etc/mosquitto/", f"{directory}/")
+    conf = conf.replace(f"plugin {plugin}\n", f"plugin {dynamic_security_plugin()}\n")
+    conf = conf.replace("/etc/mosquitto/", f"{directory}/").replace("/var/lib/mosquitto/", f"{directory}/")
     # The test runs the broker itself: no persistence, log to the test's file, stay the current user.
     return f"persistence false\nlog_dest stderr\nuser {getpass.getuser()}\n{conf}"
+
+
+def dynamic_security_plugin() -> str:
+    """The plugin of the installed Mosquitto, whatever the machine's architecture."""
+    found = sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so"))
+    if not found:
+        pytest.fail("mosquitto_dynamic_security.so not found; Debian's mosquitto package ships it")
+    return found[0]
 
 
 @dataclass
@@ -52,9 +78,9 @@ class SecureBroker:
 
 @pytest.fixture(scope="module")
 def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
-    """Mosquitto running the deploy configuration: certificates from deploy/certs.sh, passwords, the deploy ACL."""
-    if not os.path.exists(MOSQUITTO) or not shutil.which("mosquitto_passwd"):
-        pytest.fail("mosquitto and mosquitto_passwd are needed; .ci/run installs Debian's mosquitto package")
+    """Mosquitto running the deploy configuration: certificates from deploy/certs.sh, accounts from access.py."""
+    if not os.path.exists(MOSQUITTO):
+        pytest.fail("mosquitto is needed; .ci/run installs Debian's mosquitto package")
     directory = tmp_path_factory.mktemp("secure-broker")
     pki = make_pki(directory, clients=USERS)
     certs = directory / "certs"
@@ -62,11 +88,7 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     shutil.copy(pki.ca_cert, certs / "ca.crt")
     shutil.copy(pki.server.cert, certs / "server.crt")
     shutil.copy(pki.server.key, certs / "server.key")
-    passwd = directory / "passwd"
-    passwd.touch(mode=0o600)
-    for user in USERS:
-        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, PASSWORD], check=True, timeout=30)
-    shutil.copy(DEPLOY / "acl", directory / "acl")
+    write_access(directory / "dynamic-security.json", AGENTS, SENSORS, OPERATORS)
     port = free_port()
     config = directory / "mosquitto.conf"
     config.write_text(broker_config_variant((DEPLOY / "mosquitto.conf").read_text(), directory, port))
@@ -117,15 +139,24 @@ class Session:
         with self.lock:
             return [payload for name, payload in self.messages if name == topic]
 
-    def subscribe(self, topic: str) -> None:
+    def subscribe(self, topic: str) -> bool:
+        """Subscribe with QoS 1; True when the broker's SUBACK grants it."""
         done = threading.Event()
-        self.client.on_subscribe = lambda *args: done.set()
+        granted: list[bool] = []
+
+        def on_subscribe(_c: mqtt.Client, _u: object, _m: int, reasons: list[mqtt.ReasonCode], _p: object) -> None:
+            granted.extend(not reason.is_failure for reason in reasons)
+            done.set()
+
+        self.client.on_subscribe = on_subscribe
         self.client.subscribe(topic, qos=1)
         assert done.wait(TIMEOUT), f"no SUBACK for {topic}"
+        return all(granted)
 
-    def publish(self, topic: str, payload: bytes) -> mqtt.ReasonCode:
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> mqtt.ReasonCode:
         """Publish with QoS 1 and return the reason code of the broker's PUBACK."""
-        info = self.client.publish(topic, payload, qos=1)
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             with self.lock:
@@ -218,9 +249,22 @@ def wait_for(session: Session, topic: str, payload: bytes) -> bool:
     return False
 
 
+def refused(session: Session, topic: str, retain: bool = False) -> bool:
+    """Whether the broker answers a QoS 1 publish of ``topic`` with PUBACK "Not authorized"."""
+    return session.publish(topic, b"forged", retain=retain).getName() == "Not authorized"
+
+
+def delivered_nothing_forged(watcher: Session, marker_from: Session, marker_topic: str) -> bool:
+    """After a marker published later has reached ``watcher``, no forged payload has (the broker keeps order)."""
+    marker_from.publish(marker_topic, b"marker")
+    assert wait_for(watcher, marker_topic, b"marker"), f"marker on {marker_topic} not delivered"
+    with watcher.lock:
+        return all(payload != b"forged" for _, payload in watcher.messages)
+
+
 class TestTls:
-    def test_right_ca_certificate_and_password_connect(self, secure_broker: SecureBroker) -> None:
-        """A client trusting the right CA, with its client certificate and password, gets a successful CONNACK."""
+    def test_right_ca_and_certificate_connect(self, secure_broker: SecureBroker) -> None:
+        """A client trusting the right CA, with its client certificate, gets a successful CONNACK."""
         session, error = connect(secure_broker, "device-01", pair=secure_broker.pki.clients["device-01"])
         try:
             assert error is None
@@ -236,7 +280,7 @@ class TestTls:
         assert not session.connected
 
     def test_no_client_certificate_is_refused(self, secure_broker: SecureBroker) -> None:
-        """A client without a client certificate never gets a CONNACK, even with the right password."""
+        """A client without a client certificate never gets a CONNACK, even with a valid password."""
         session, error = connect(secure_broker, "device-01")
         assert not session.connected
         # TLS 1.2 fails in connect(); with TLS 1.3 the broker's alert arrives after the handshake.
@@ -249,62 +293,139 @@ class TestTls:
         assert not session.connected
         assert error is not None or session.disconnected.is_set()
 
-    def test_wrong_password_is_refused(self, secure_broker: SecureBroker) -> None:
-        """A valid certificate with a wrong password gets a failing CONNACK (certificate alone is not enough)."""
-        session, error = connect(secure_broker, "device-01", pair=secure_broker.pki.clients["device-01"],
+
+class TestIdentity:
+    def test_certificate_decides_the_account(self, secure_broker: SecureBroker) -> None:
+        """device-01's certificate presented with the username device-02 still acts as device-01 only."""
+        session, error = connect(secure_broker, "device-02", pair=secure_broker.pki.clients["device-01"],
                                  password="guess")
-        assert error is None
-        assert session.reason is not None and session.reason.is_failure
-        assert session.reason.getName() in {"Bad user name or password", "Not authorized"}
+        try:
+            assert error is None and session.connected, (error, session.reason)
+            assert refused(session, "edge/device-02/events/quality/part_inspected")
+            assert not session.publish("edge/device-01/events/quality/part_inspected", b"own").is_failure
+        finally:
+            session.close()
+
+    def test_account_without_acl_block_can_do_nothing(self, sessions: dict[str, Session]) -> None:
+        """A certificate from the site's CA whose name has no ACL block may neither publish nor subscribe."""
+        stranger, agent = sessions["stranger"], sessions["device-01"]
+        assert agent.subscribe("edge/sensors/+/+")
+        assert not stranger.subscribe("edge/#")
+        for topic in ("edge/stranger/status", "edge/sensors/vibration/stranger", "edge/device-01/status"):
+            assert refused(stranger, topic), topic
+        assert delivered_nothing_forged(agent, sessions["sensor-01"], "edge/sensors/vibration/sensor-01")
+        assert stranger.received("edge/sensors/vibration/sensor-01") == []
 
 
-class TestAcl:
-    def test_device_publishes_only_under_its_own_name(self, sessions: dict[str, Session]) -> None:
-        """device-01's event reaches an operator; its publish under device-02's tree is refused and not delivered."""
+class TestAgent:
+    def test_publishes_only_under_its_own_name(self, sessions: dict[str, Session]) -> None:
+        """device-01's events, health and retained status reach an operator; its publishes as another device
+        or as a sensor are refused and not delivered."""
         operator, device = sessions["operator"], sessions["device-01"]
-        operator.subscribe("edge/+/events/#")
-        forged = "edge/device-02/events/quality/defect"
-        own = "edge/device-01/events/quality/defect"
-        assert device.publish(forged, b"forged").getName() == "Not authorized"
-        assert device.publish(own, b"marker").is_failure is False
-        assert wait_for(operator, own, b"marker")
-        assert operator.received(forged) == []
+        assert not operator.subscribe("edge/#")  # no grant on the whole tree ...
+        for topic in ("edge/+/events/#", "edge/+/health/#", "edge/+/status"):
+            assert operator.subscribe(topic), topic  # ... but on each topic an operator reads
+        for topic in ("edge/device-02/events/quality/part_inspected", "edge/sensors/vibration/sensor-01",
+                      "edge/sensors/vibration/device-01"):
+            assert refused(device, topic), topic
+        assert not device.publish("edge/device-01/health/vibration", b"health").is_failure
+        assert not device.publish("edge/device-01/status", b"online", retain=True).is_failure
+        assert wait_for(operator, "edge/device-01/health/vibration", b"health")
+        assert delivered_nothing_forged(operator, device, "edge/device-01/events/quality/part_inspected")
 
-    def test_sensor_publishes_only_its_own_stream(self, sessions: dict[str, Session]) -> None:
-        """sensor-01's samples reach an agent's subscription; samples claiming to be sensor-02's are not delivered."""
-        agent, sensor = sessions["device-02"], sessions["sensor-01"]
-        agent.subscribe("edge/sensors/+/+")
-        forged, own = "edge/sensors/vibration/sensor-02", "edge/sensors/vibration/sensor-01"
-        assert sensor.publish(forged, b"forged").getName() == "Not authorized"
-        assert sensor.publish(own, b"marker").is_failure is False
-        assert wait_for(agent, own, b"marker")
-        assert agent.received(forged) == []
+    def test_reads_sensor_input_directly_and_shared(self, sessions: dict[str, Session]) -> None:
+        """An agent's plain and MQTT 5 shared subscriptions to sensor input are granted and receive it."""
+        plain, shared, sensor = sessions["device-01"], sessions["device-02"], sessions["sensor-02"]
+        assert plain.subscribe("edge/sensors/+/+")
+        assert shared.subscribe("$share/agents/edge/sensors/+/+")
+        for kind in ("vibration", "audio", "frame"):
+            topic = f"edge/sensors/{kind}/sensor-02"
+            assert not sensor.publish(topic, kind.encode()).is_failure
+            assert wait_for(plain, topic, kind.encode()) and wait_for(shared, topic, kind.encode())
 
-    def test_sensor_input_reaches_shared_subscription(self, sessions: dict[str, Session]) -> None:
-        """An agent's MQTT 5 shared subscription to sensor input is allowed and receives the stream."""
-        agent, sensor = sessions["device-01"], sessions["sensor-02"]
-        agent.subscribe("$share/agents/edge/sensors/+/+")
-        topic = "edge/sensors/audio/sensor-02"
-        sensor.publish(topic, b"shared")
-        assert wait_for(agent, topic, b"shared")
+    def test_cannot_read_other_devices(self, sessions: dict[str, Session]) -> None:
+        """An agent receives its own events but not another agent's, whatever it subscribes to."""
+        spy, other = sessions["device-01"], sessions["device-02"]
+        for topic in ("edge/#", "edge/+/events/#", "edge/device-02/#", "$share/g/edge/device-02/#"):
+            assert not spy.subscribe(topic), topic
+        assert spy.subscribe("edge/device-01/#")
+        other.publish("edge/device-02/events/vibration/anomaly_raised", b"private")
+        spy.publish("edge/device-01/events/vibration/anomaly_raised", b"marker")
+        assert wait_for(spy, "edge/device-01/events/vibration/anomaly_raised", b"marker")
+        assert spy.received("edge/device-02/events/vibration/anomaly_raised") == []
 
-    def test_operator_is_read_only(self, sessions: dict[str, Session]) -> None:
-        """An operator cannot publish anywhere, not even under its own name or as a sensor."""
+
+class TestSensor:
+    def test_cannot_speak_for_an_agent(self, sessions: dict[str, Session]) -> None:
+        """sensor-01 can publish neither an event nor a retained status under edge/sensor-01/..., nor as another
+        sensor, nor under a made-up kind that operators read as an agent's topic; none of it is delivered."""
+        operator, sensor = sessions["operator"], sessions["sensor-01"]
+        for topic in ("edge/+/events/#", "edge/+/health/#", "edge/+/status", "edge/+/errors"):
+            assert operator.subscribe(topic), topic
+        for topic in ("edge/sensor-01/events/vibration/anomaly_raised", "edge/sensor-01/errors",
+                      "edge/sensors/events/sensor-01", "edge/sensors/health/sensor-01",
+                      "edge/sensors/vibration/sensor-02"):
+            assert refused(sensor, topic), topic
+        assert refused(sensor, "edge/sensor-01/status", retain=True)
+        assert delivered_nothing_forged(operator, sessions["device-01"], "edge/device-01/status")
+        assert operator.received("edge/sensor-01/status") == []
+
+    def test_cannot_join_the_agents_share_group(self, sessions: dict[str, Session]) -> None:
+        """A sensor's subscriptions to sensor input, shared or not, are refused: every message of the stream goes
+        to the agent in the group and none to the sensor."""
+        agent, thief, sensor = sessions["device-01"], sessions["sensor-02"], sessions["sensor-01"]
+        assert agent.subscribe("$share/agents/edge/sensors/+/+")
+        assert not (thief.subscribe("$share/agents/edge/sensors/+/+"))
+        assert not (thief.subscribe("edge/sensors/+/+"))
+        topic = "edge/sensors/vibration/sensor-01"
+        for index in range(20):
+            sensor.publish(topic, b"%d" % index)
+        assert wait_for(agent, topic, b"19")
+        assert len(agent.received(topic)) == 20 and thief.received(topic) == []
+
+
+class TestOperator:
+    def test_is_read_only(self, sessions: dict[str, Session]) -> None:
+        """An operator cannot publish anywhere: not under its own name, as a sensor, or as an agent."""
         operator, watcher = sessions["operator"], sessions["device-01"]
-        watcher.subscribe("edge/#")
-        for topic in ("edge/operator/events/quality/defect", "edge/sensors/frame/operator",
-                      "edge/device-01/events/quality/defect"):
-            assert operator.publish(topic, b"forged").getName() == "Not authorized", topic
-        sessions["device-01"].publish("edge/device-01/status", b"marker")
-        assert wait_for(watcher, "edge/device-01/status", b"marker")
-        with watcher.lock:
-            assert all(payload != b"forged" for _, payload in watcher.messages)
+        assert watcher.subscribe("edge/device-01/#") and watcher.subscribe("edge/sensors/+/+")
+        for topic in ("edge/operator/events/quality/part_inspected", "edge/sensors/frame/operator",
+                      "edge/device-01/events/quality/part_inspected", "edge/device-01/status"):
+            assert refused(operator, topic), topic
+        assert delivered_nothing_forged(watcher, watcher, "edge/device-01/status")
 
-    def test_device_cannot_read_other_devices(self, sessions: dict[str, Session]) -> None:
-        """A device subscribed to everything receives its own events but not another device's."""
-        spy, other, own = sessions["device-01"], sessions["device-02"], sessions["device-01"]
-        spy.subscribe("edge/#")
-        other.publish("edge/device-02/events/vibration/anomaly", b"private")
-        own.publish("edge/device-01/events/vibration/anomaly", b"marker")
-        assert wait_for(spy, "edge/device-01/events/vibration/anomaly", b"marker")
-        assert spy.received("edge/device-02/events/vibration/anomaly") == []
+    def test_reads_every_agent_but_not_sensor_input(self, sessions: dict[str, Session]) -> None:
+        """An operator reads both agents' events, images and errors; sensor input is refused, shared or not."""
+        operator, sensor = sessions["operator"], sessions["sensor-01"]
+        for topic in ("edge/+/events/#", "edge/+/images/#", "edge/+/errors"):
+            assert operator.subscribe(topic), topic
+        assert not operator.subscribe("edge/sensors/+/+")
+        assert not operator.subscribe("$share/agents/edge/sensors/+/+")
+        sensor.publish("edge/sensors/vibration/sensor-01", b"input")
+        for device in AGENTS:
+            for topic in (f"edge/{device}/events/vibration/anomaly_raised", f"edge/{device}/images/quality/e1",
+                          f"edge/{device}/errors"):
+                sessions[device].publish(topic, b"seen")
+                assert wait_for(operator, topic, b"seen"), topic
+        assert operator.received("edge/sensors/vibration/sensor-01") == []
+
+
+def test_shipped_file_is_what_access_py_writes(tmp_path: Path) -> None:
+    """deploy/mosquitto/dynamic-security.json is access.py's output for its example accounts, so the tested rules
+    are the shipped ones."""
+    shipped = (DEPLOY / "dynamic-security.json").read_text()
+    roles: dict[str, list[str]] = {"agent": [], "sensor": [], "operator": []}
+    for client in json.loads(shipped)["clients"]:
+        roles[client["textname"]].append(client["username"])
+    assert all(roles.values()), roles
+    assert write_access(tmp_path / "file", *(tuple(roles[role]) for role in ("agent", "sensor", "operator"))) == shipped
+
+
+def test_access_py_refuses_names_that_widen_a_rule() -> None:
+    """Wildcards, slashes, an agent named "sensors" or a name given two roles would grant more than one account's
+    topics."""
+    for arguments in (["--agent", "sensors"], ["--agent", "dev/+"], ["--sensor", "#"], ["--operator", "a b"],
+                      ["--agent", "x", "--sensor", "x"]):
+        result = subprocess.run([sys.executable, str(DEPLOY / "access.py"), *arguments], capture_output=True,
+                                text=True, timeout=30, check=False)
+        assert result.returncode == 2 and "refusing" in result.stderr, (arguments, result)
