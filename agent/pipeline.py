@@ -312,8 +312,9 @@ class Dispatcher:
             _call(ack)
             return
         except Exception as error:  # belt and braces: no input may take a source thread down
-            log.exception("decoder failed unexpectedly")
-            self.stats.reject(None, f"internal decoder error: {error!r}")
+            log.exception("decoder failed unexpectedly: a bug, not bad input", error=repr(error))
+            with self.stats.lock:
+                self.stats.internal_errors += 1
             _call(ack)
             return
         if ack is not None:

@@ -94,6 +94,8 @@ class Stats:
         self.tasks: dict[str, TaskStats] = collections.defaultdict(TaskStats)
         self.undecodable = 0
         self.undecodable_reasons: collections.Counter[str] = collections.Counter()
+        #: bugs of ours met while decoding: never counted as rejected input, always logged with a traceback
+        self.internal_errors = 0
         self.started = time.monotonic()
         self.last_snapshot = self.started
 
@@ -134,7 +136,8 @@ class Stats:
                             "rejected": t.rejected, "restarts": t.restarts, **_percentiles(t.latencies_s)}
                      for name, t in self.tasks.items()}
             return {"uptime_s": round(now - self.started, 1), "sensors": sensors, "sensor_totals": totals,
-                    "tasks": tasks, "undecodable": self.undecodable}
+                    "tasks": tasks, "undecodable": self.undecodable,
+                    "internal_errors": self.internal_errors}
 
 
 def _sensor_view(s: SensorStats, elapsed_s: float) -> dict[str, Any]:

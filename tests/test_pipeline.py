@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent import pipeline
 from agent.events import EventDraft
 from agent.pipeline import BoundedQueue, Dispatcher, RejectionReporter
 from agent.stats import Stats
@@ -126,6 +127,20 @@ class TestDispatcher:
         dispatcher.submit(raw)
         snapshot = stats.snapshot()
         assert snapshot["undecodable"] + sum(s["received"] for s in snapshot["sensors"].values()) == 1
+        assert snapshot["internal_errors"] == 0
+
+
+def test_a_decoder_bug_is_counted_apart_from_rejected_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in our decoder is an internal error (logged with its traceback), not bad input from a sensor."""
+    def broken_decode(raw: bytes, max_payload: int) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(pipeline, "decode", broken_decode)
+    stats = Stats()
+    acked: list[bool] = []
+    Dispatcher(stats, 1 << 20, lambda *args, **kwargs: None).submit(b"anything", lambda: acked.append(True))
+    snapshot = stats.snapshot()
+    assert snapshot["internal_errors"] == 1 and snapshot["undecodable"] == 0 and acked == [True]
 
 
 class TestIsolation:
