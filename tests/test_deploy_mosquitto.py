@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import getpass
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -20,8 +19,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from agent.testing import CertPair, Pki, make_pki, stop_client, wait_for_listener, wait_until
 from tests.conftest import MOSQUITTO, free_port
-from tests.tls import CertPair, Pki, make_pki
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
 PASSWORD = "correct horse battery staple"
@@ -74,15 +73,7 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     with log.open("ab") as output:
         process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=output, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"mosquitto did not start: {log.read_text()}") from None
-                time.sleep(0.05)
+        wait_for_listener(port, process, log)
         yield SecureBroker(port, pki, log)
     finally:
         process.terminate()
@@ -126,17 +117,17 @@ class Session:
     def publish(self, topic: str, payload: bytes) -> mqtt.ReasonCode:
         """Publish with QoS 1 and return the reason code of the broker's PUBACK."""
         info = self.client.publish(topic, payload, qos=1)
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
+
+        def acknowledged() -> bool:
             with self.lock:
-                if info.mid in self.puback:
-                    return self.puback[info.mid]
-            time.sleep(0.01)
-        raise AssertionError(f"no PUBACK for {topic}")
+                return info.mid in self.puback
+
+        wait_until(acknowledged, TIMEOUT, message=f"no PUBACK for {topic}")
+        with self.lock:
+            return self.puback[info.mid]
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
         close_socket(self.client)
 
 
@@ -186,9 +177,8 @@ def connect(broker: SecureBroker, user: str, ca: Path | None = None, pair: CertP
     if failure is not None:
         return session, failure
     client.loop_start()
-    deadline = time.monotonic() + TIMEOUT
-    while not (session.connack.is_set() or session.disconnected.is_set()) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    with contextlib.suppress(TimeoutError):  # a session that never hears back is reported as not connected
+        wait_until(lambda: session.connack.is_set() or session.disconnected.is_set(), TIMEOUT)
     if not session.connected:
         session.close()
     return session, None
@@ -210,12 +200,11 @@ def sessions(secure_broker: SecureBroker) -> Iterator[dict[str, Session]]:
 
 
 def wait_for(session: Session, topic: str, payload: bytes) -> bool:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        if payload in session.received(topic):
-            return True
-        time.sleep(0.01)
-    return False
+    """Whether ``payload`` arrives on ``topic`` within TIMEOUT s."""
+    try:
+        return wait_until(lambda: payload in session.received(topic), TIMEOUT)
+    except TimeoutError:
+        return False
 
 
 class TestTls:

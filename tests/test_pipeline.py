@@ -14,7 +14,7 @@ from agent.pipeline import BoundedQueue, Dispatcher, RejectionReporter
 from agent.stats import Stats
 from agent.windowing import Windower
 from sensors.wire import Kind, SensorMessage, encode
-from tests.support import vibration_chunk
+from tests.conftest import vibration_chunk
 
 
 def chunk(seq: int, samples: int = 100, rate: float = 1000.0, channels: int = 1) -> SensorMessage:

@@ -18,6 +18,7 @@ import zmq
 from mcap.reader import make_reader
 from PIL import Image
 
+from agent.testing import Subscriber
 from sensors.recording import (
     MESSAGE_ENCODING,
     RECORDER_METADATA,
@@ -31,7 +32,6 @@ from sensors.replay import MqttPublisher, ZmqPublisher, replay
 from sensors.topics import DEFAULT_PREFIX, sensor_topic
 from sensors.wire import Encoding, Kind, SensorMessage, decode, encode
 from tests.conftest import Broker, free_port
-from tests.mqtt_subscriber import Subscriber
 
 T0 = 1_795_939_200_000_000_000
 STEP_NS = 100_000_000  # 0.1 s

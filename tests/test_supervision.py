@@ -6,8 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from tests.conftest import free_port
-from tests.support import agent_config, write_energy_model
+from tests.conftest import agent_config, free_port, write_energy_model
 from tests.test_agent_integration import RunningAgent
 from tests.test_daemon import Daemon, NotifySocket, push, zmq_config
 
