@@ -248,14 +248,15 @@ class TestSilentBroker:
         server = socket.socket()
         server.bind(("127.0.0.1", 0))
         server.listen(5)
+        server.settimeout(10)  # bounded: a sink that never connects fails the test instead of hanging it
         config = MqttSinkConfig(kind="mqtt", host="127.0.0.1", port=server.getsockname()[1], keepalive_s=2)
         sink = MqttSink(config, SinkEnv("mute-test", tmp_path / "state"))
         try:
             conn, _ = server.accept()
             with conn:
                 started = time.monotonic()
-                closed = conn.recv(4096) is not None  # the CONNECT arrives...
                 conn.settimeout(5)
+                closed = conn.recv(4096) is not None  # the CONNECT arrives...
                 while conn.recv(4096):  # ...and paho closes the socket when no CONNACK comes
                     pass
                 waited = time.monotonic() - started

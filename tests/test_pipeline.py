@@ -153,6 +153,6 @@ class TestRejectionReporter:
         reporter("s1", "bad")
         reporter("s1", "bad")
         reporter("s1", "bad")
-        time.sleep(0.06)
+        time.sleep(0.06)  # the reporting interval passing is what is tested
         reporter("s1", "bad")
         assert [d.body["suppressed_since_last"] for d in emitted] == [0, 2]

@@ -199,7 +199,7 @@ class TestDamagedFiles:
             "for log_time, _, wire in stream(10):\n"
             "    writer.write(wire, log_time)\n"
             "print('written', flush=True)\n"
-            "time.sleep(60)\n"
+            "time.sleep(60)\n"  # killed while it waits: the kill is the test
         )
         with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                               cwd=Path(__file__).resolve().parents[1]) as process:
@@ -301,6 +301,8 @@ class TestZmqReplay:
 
         def make(kind: int) -> zmq.Socket[bytes]:
             sockets.append(context.socket(kind))
+            sockets[-1].setsockopt(zmq.RCVTIMEO, 10_000)  # a missing message fails the test, not hangs it
+            sockets[-1].setsockopt(zmq.LINGER, 0)
             return sockets[-1]
 
         yield make
