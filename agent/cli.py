@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agent import __version__
 
+DEBUG_HELP = "show the traceback of an expected failure instead of its one-line message"
 EXAMPLES = {
     "run": "edge-agent run --config /etc/edge-agent/agent.yaml\n"
            "  edge-agent run --config config/demo.yaml --recording line3.mcap --speed 10",
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Run 'edge-agent COMMAND --help' for a command's options and an example.")
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     def command(name: str, help_text: str, handler_path: str, example: str | None = None) -> argparse.ArgumentParser:
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=help_text, description=help_text,
             epilog="example:\n  " + (example or EXAMPLES[name]), formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.set_defaults(handler=lambda args: _call(handler_path, args), command=name)
+        # also after the command name; SUPPRESS keeps a --debug given before it
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         return sub
 
     run = command("run", "Run the agent daemon (systemd: Type=notify).", "agent.commands:run")
@@ -73,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _target_arguments(record)
     record.add_argument("--out", type=Path, required=True, help="recording file to write")
     record.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    _connect_timeout(record)
 
     validate = command("validate-config", "Validate a configuration file and exit (0 = valid).",
                        "agent.commands:validate_config")
@@ -85,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--device", default="+", help="device id (default: all)")
     tail.add_argument("--json", action="store_true", help="print raw JSON events")
     tail.add_argument("--count", type=int, help="exit after this many events")
+    _connect_timeout(tail)
     for option in ("ca", "cert", "key", "username", "password-file"):
         tail.add_argument(f"--{option}", help=f"TLS/auth: {option}")
 
@@ -112,9 +118,16 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="edge", help="MQTT topic prefix")
 
 
+def _connect_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--connect-timeout", type=float, default=10.0,
+                        help="seconds to wait for the MQTT broker before giving up (default 10)")
+
+
 def _call(path: str, args: argparse.Namespace) -> int:
     # commands import their heavy dependencies only when they run, so --help stays instant
     import importlib
+
+    from sensors.errors import EdgeAgentError, exit_code
 
     module, _, name = path.partition(":")
     try:
@@ -122,14 +135,11 @@ def _call(path: str, args: argparse.Namespace) -> int:
         return result
     except KeyboardInterrupt:
         return 130
-    except Exception as error:  # configuration and model errors in one clear message, not a traceback
-        from agent.config import ConfigError
-        from models.runtime import BackendUnavailable, ManifestError
-
-        if isinstance(error, (ConfigError, ManifestError, BackendUnavailable)):
-            print(f"edge-agent {args.command}: {error}", file=sys.stderr)
-            return 1
-        raise
+    except EdgeAgentError as error:  # an expected failure: one line saying what to do, not a traceback
+        if args.debug:
+            raise
+        print(f"edge-agent {args.command}: {error}", file=sys.stderr)
+        return exit_code(error)
 
 
 if __name__ == "__main__":

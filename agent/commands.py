@@ -11,11 +11,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.logs import configure_logging
+from sensors.errors import EdgeAgentError, RecordingError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # a checkout first, then what `pip install` put under share/ (setup.cfg data_files)
@@ -23,8 +25,10 @@ DEMO_CONFIGS = (REPO_ROOT / "config" / "demo.yaml", Path(sys.prefix) / "share" /
 
 
 def run(args: argparse.Namespace) -> int:
-    """The daemon."""
+    """The daemon: preflight and the locks first, so that a bad config or a second agent connects to nothing."""
+    from agent import preflight
     from agent.daemon import Agent
+    from agent.locks import AgentLocks
 
     config = load_config(args.config)
     if args.recording:
@@ -32,11 +36,18 @@ def run(args: argparse.Namespace) -> int:
 
         config = config.model_copy(update={"sources": [
             RecordingSourceConfig(kind="recording", path=args.recording, speed=args.speed)]})
+    preflight.check(config)
     configure_logging(config.log.level, config.log.format)
-    agent = Agent(config, args.config)
-    agent.install_signal_handlers()
-    agent.start()
-    return agent.run(duration_s=args.duration, until_sources_finish=args.recording is not None)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with AgentLocks(config.state_dir, config.device):
+        agent = Agent(config, args.config)
+        agent.install_signal_handlers()
+        agent.start()
+        code = agent.run(duration_s=args.duration, until_sources_finish=args.recording is not None)
+    stopped_early = [source.error for source in agent.sources if source.error]
+    if stopped_early and code == 0:  # the events so far are out, but the input was not read to its end
+        raise RecordingError(f"{stopped_early[0]}; the events up to that point were produced")
+    return code
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -80,12 +91,11 @@ def _print_summary(stats: dict[str, Any], events_path: Path) -> None:
 
 
 def validate_config(args: argparse.Namespace) -> int:
-    """Validate only; print what the agent would run."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 1
+    """Validate, then check what ``run`` needs (models, thresholds, secrets, state dir); print what would run."""
+    from agent import preflight
+
+    config = load_config(args.config)
+    preflight.check(config)
     tasks = ", ".join(config.task_configs()) or "none"
     print(f"{args.config}: valid (device {config.device}; {len(config.sources)} source(s), "
           f"{len(config.sinks)} sink(s); tasks: {tasks})")
@@ -95,68 +105,100 @@ def validate_config(args: argparse.Namespace) -> int:
 def _host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise SystemExit(f"expected host:port, got {text!r}")
+        raise ConfigError(f"expected host:port, got {text!r}; e.g. --mqtt localhost:1883")
     return host, int(port)
 
 
 def replay(args: argparse.Namespace) -> int:
-    """Publish a recording to MQTT or ZeroMQ."""
+    """Publish a recording to MQTT or ZeroMQ; the recording is checked before any connection is made."""
     from sensors.recording import RecordingReader
     from sensors.replay import MqttPublisher, ZmqPublisher
     from sensors.replay import replay as replay_recording
 
-    publisher: Any = (MqttPublisher(*_host_port(args.mqtt)) if args.mqtt
-                      else ZmqPublisher(args.zmq, mode="push"))
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     started = time.monotonic()
-    with publisher, RecordingReader(args.recording) as reader:
+    with RecordingReader(args.recording) as reader:
         if not reader.complete:
             print(f"warning: {args.recording} was not closed properly: {reader.damage}", file=sys.stderr)
-        count = replay_recording(reader, publisher.publish, None if args.fast else args.speed, stop)
+        publisher: Any = (MqttPublisher(*_host_port(args.mqtt)) if args.mqtt
+                          else ZmqPublisher(args.zmq, mode="push"))
+        with publisher:
+            count = replay_recording(reader, publisher.publish, None if args.fast else args.speed, stop)
+    if count == 0 and not stop.is_set():
+        raise RecordingError(f"{args.recording} holds no sensor messages; nothing was replayed")
     print(f"replayed {count} messages in {time.monotonic() - started:.1f} s")
     return 0
 
 
 def record(args: argparse.Namespace) -> int:
     """Capture live sensor streams (MQTT subscription or ZeroMQ SUB) to an MCAP file."""
-    import zmq
-
     from sensors.recording import RecordingWriter
-    from sensors.sources import Source, SourceEnv
-    from sensors.sources.mqtt import MqttSource, MqttSourceConfig
-    from sensors.sources.zmq import ZmqSource, ZmqSourceConfig
+    from sensors.sources import Ack
 
-    source: Source
-    env = SourceEnv("recorder", zmq.Context.instance(), 64 << 20)
-    if args.mqtt:
-        host, port = _host_port(args.mqtt)
-        source = MqttSource(MqttSourceConfig(kind="mqtt", host=host, port=port, topic_prefix=args.prefix), env)
-    else:
-        source = ZmqSource(ZmqSourceConfig(kind="zmq", endpoint=args.zmq, socket="sub", bind=False), env)
-    received: queue.Queue[tuple[int, bytes]] = queue.Queue()
+    received: queue.Queue[tuple[int, bytes, Ack | None]] = queue.Queue()
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    source.start(lambda raw: received.put((time.time_ns(), raw)))
     deadline = time.monotonic() + args.duration if args.duration else float("inf")
     count = 0
-    with RecordingWriter(args.out) as writer:
+    with RecordingWriter(args.out) as writer:  # first: a bad --out fails before anything connects
+        source = None
+        try:
+            source = _recording_source(args)
+            source.start(lambda raw, ack=None: received.put((time.time_ns(), raw, ack)))
+            if args.mqtt:
+                _await_broker(source.connected, args.mqtt, args.connect_timeout)
+        except EdgeAgentError:
+            if source is not None:
+                source.close()
+            args.out.unlink(missing_ok=True)  # no empty recording left behind
+            raise
         while not stop.is_set() and time.monotonic() < deadline:
             try:
-                log_time, raw = received.get(timeout=0.2)
+                log_time, raw, ack = received.get(timeout=0.2)
             except queue.Empty:
                 continue
             writer.write(raw, log_time)
+            if ack is not None:  # MQTT input is acknowledged once it is in the recording
+                ack()
             count += 1
         source.close()
         while not received.empty():
-            log_time, raw = received.get()
+            log_time, raw, _ = received.get()  # after close nothing can be acknowledged
             writer.write(raw, log_time)
             count += 1
     invalid = f" ({writer.invalid} not valid wire messages, kept under their own topic)" if writer.invalid else ""
     print(f"recorded {count} messages to {args.out}{invalid}")
     return 0
+
+
+def _recording_source(args: argparse.Namespace) -> Any:
+    """The MQTT or ZeroMQ source ``record`` listens with."""
+    import zmq
+
+    from sensors.sources import SourceEnv
+    from sensors.sources.mqtt import MqttSource, MqttSourceConfig
+    from sensors.sources.zmq import ZmqSource, ZmqSourceConfig
+
+    env = SourceEnv("recorder", zmq.Context.instance(), 64 << 20)
+    if args.mqtt:
+        host, port = _host_port(args.mqtt)
+        return MqttSource(MqttSourceConfig(kind="mqtt", host=host, port=port, topic_prefix=args.prefix), env)
+    return ZmqSource(ZmqSourceConfig(kind="zmq", endpoint=args.zmq, socket="sub", bind=False), env)
+
+
+def _await_broker(connected: threading.Event, address: str, timeout_s: float,
+                  refused: Callable[[], str | None] = lambda: None) -> None:
+    """Wait for a client's first connection; BrokerError saying why (as the OS or the broker put it) if none."""
+    from sensors.errors import BrokerError
+    from sensors.mqtt import diagnose
+
+    if connected.wait(timeout_s):
+        return
+    reason = refused() or diagnose(*_host_port(address), None)
+    raise BrokerError(f"no MQTT broker at {address} after {timeout_s:g} s ({reason}); "
+                      "start it or fix --mqtt host:port")
 
 
 def tail(args: argparse.Namespace) -> int:
@@ -187,7 +229,8 @@ def tail(args: argparse.Namespace) -> int:
         if args.count and seen >= args.count:
             done.set()
 
-    with EventWatcher(connection, args.device, show):
+    with EventWatcher(connection, args.device, show) as watcher:
+        _await_broker(watcher.connected, args.mqtt, args.connect_timeout, lambda: watcher.refused)
         done.wait()
     return 0
 

@@ -17,10 +17,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 import models
+from agent.quarantine import QuarantineConfig
 from agent.simulator import SimulatorSource
 from agent.sinks import SINKS
+from agent.stats import DEFAULT_MAX_SENSORS, STATUS_TOP_SENSORS
 from agent.tasks import TASKS
-from models.runtime import BackendConfig, OnnxRuntimeConfig
+from models.runtime import DEFAULT_STATE_DIR, BackendConfig, OnnxRuntimeConfig
 from sensors.errors import ConfigError
 from sensors.settings import MqttConnection, Secret, Strict, Tls
 from sensors.sources import SOURCES
@@ -49,7 +51,7 @@ class AgentConfig(Strict):
     """The whole agent configuration (one YAML file); ``tasks`` is typed per registered task."""
 
     device: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="this agent's id, used in topics")
-    state_dir: Path = Field(default=Path("/var/lib/edge-agent"), description="learned state, outbox, caches")
+    state_dir: Path = Field(default=DEFAULT_STATE_DIR, description="learned state, outbox, caches")
     log: LogConfig = Field(default_factory=LogConfig)
     sources: list[Any] = Field(min_length=1, description="where sensor data comes from")
     sinks: list[Any] = Field(min_length=1, description="where events go")
@@ -57,6 +59,12 @@ class AgentConfig(Strict):
     tasks: Any = Field(description="task name -> task settings")
     max_payload_bytes: int = Field(default=DEFAULT_MAX_PAYLOAD, ge=1024, description="largest sensor message")
     sensor_timeout_s: float = Field(default=10, gt=0, description="silence after which a sensor is offline")
+    max_sensors: int = Field(default=DEFAULT_MAX_SENSORS, ge=1, le=1_000_000, description="sensors the agent "
+                             "keeps state for; beyond it the least recently seen is forgotten (counted)")
+    status_top_sensors: int = Field(default=STATUS_TOP_SENSORS, ge=0, le=10_000, description="sensors named in "
+                                    "the status message (the most active); all are in its totals")
+    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig,
+                                         description="when a sensor whose input makes tasks fail is ignored")
     stats_interval_s: float = Field(default=30, gt=0, description="stats to the log and status topic")
     max_rss_mb: float | None = Field(default=None, gt=0, description="exit for a restart above this RSS")
     drain_timeout_s: float = Field(default=10, gt=0, description="deadline to finish queued work at stop")
@@ -138,10 +146,14 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> AgentConfig:
 
 
 def format_errors(error: ValidationError, source: str) -> str:
+    from agent.preflight import did_you_mean, known_keys
+
     lines = [f"{source}: {error.error_count()} error(s)"]
     for item in error.errors(include_url=False):
         path = ".".join(str(part) for part in item["loc"] if not _is_union_tag(part))
         got = "" if item["type"] == "missing" else f" (got {item['input']!r:.60})"
+        if item["type"] == "extra_forbidden":
+            got = did_you_mean(str(item["loc"][-1]), known_keys(agent_model()))
         lines.append(f"  {path or '<top>'}: {item['msg']}{got}")
     return "\n".join(lines)
 

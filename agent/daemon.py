@@ -25,17 +25,21 @@ from agent import __version__, systemd
 from agent.config import AgentConfig, load_config
 from agent.events import EventDraft, SensorOffline, SensorOnline, dumps, finalize
 from agent.pipeline import Dispatcher, RejectionReporter, TaskWorker
+from agent.quarantine import Quarantine
 from agent.sinks import Outgoing, Sink, SinkEnv, make_sink
 from agent.stats import Stats
 from agent.tasks import task_types
 from agent.tasks.base import Task, TaskContext
-from models.runtime import load_model
+from models.runtime import load_model, under_state_dir
 from sensors.sources import Source, SourceEnv, make_source
 
 log = structlog.get_logger(__name__)
 EXIT_MEMORY = 75  # EX_TEMPFAIL: systemd restarts us, the outbox and learned state are on disk
 EXIT_RESTARTS = 70
 WORKER_RESTART_LIMIT = 5  # per minute, then the process exits and systemd takes over
+# a sensor that sent this many valid messages over this long was healthy: its silence is worth an event
+HEALTHY_MESSAGES = 10
+HEALTHY_SPAN_S = 5.0
 
 
 class Lifecycle:
@@ -72,7 +76,7 @@ class Agent:
     def __init__(self, config: AgentConfig, config_path: Path | None = None) -> None:
         self.config = config
         self.config_path = config_path
-        self.stats = Stats()
+        self.stats = Stats(config.max_sensors)
         self.lifecycle = Lifecycle()
         self.sinks: list[Sink] = []
         self.sources: list[Source] = []
@@ -81,11 +85,12 @@ class Agent:
         self.reload_requested = threading.Event()
         self.exit_code = 0
         self.loop_beat = time.monotonic()
-        self._last_report: tuple[float, dict[str, int]] = (self.loop_beat, {})
         self.restart_times: list[float] = []
         self.zmq_context: zmq.Context[Any] = zmq.Context()
-        self.reporter = RejectionReporter(self.emit)
-        self.dispatcher = Dispatcher(self.stats, config.max_payload_bytes, self.reporter)
+        self.reporter = RejectionReporter(self.emit, max_sensors=config.max_sensors)
+        self.quarantine = Quarantine(self.emit, config.quarantine, config.max_sensors)
+        self.dispatcher = Dispatcher(self.stats, config.max_payload_bytes, self.reporter, self.quarantine)
+        self.configured_sensors = configured_sensors(config)
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -108,7 +113,7 @@ class Agent:
                  models=self.model_versions())
 
     def _open_sinks(self, config: AgentConfig) -> None:
-        env = SinkEnv(config.device, config.state_dir, self.zmq_context)
+        env = SinkEnv(config.device, config.state_dir, self.zmq_context, lambda draft: self.emit("agent", draft))
         sinks = [make_sink(sink, env) for sink in config.sinks]
         self.sinks = sinks
 
@@ -133,7 +138,7 @@ class Agent:
 
     def _build_tasks(self, config: AgentConfig) -> list[Task]:
         types = task_types()
-        backend = config.backend
+        backend = under_state_dir(config.backend, config.state_dir)  # engine caches follow state_dir
         tasks = []
         for name, task_config in config.task_configs().items():
             context = TaskContext(
@@ -144,7 +149,7 @@ class Agent:
         return tasks
 
     def _add_worker(self, task: Task) -> None:
-        worker = TaskWorker(task, self.stats, self.emit, self.reporter)
+        worker = TaskWorker(task, self.stats, self.emit, self.reporter, self.quarantine, self.config.max_sensors)
         self.workers[task.name] = worker
         self.dispatcher.workers = list(self.workers.values())
 
@@ -224,10 +229,16 @@ class Agent:
             self.stop_requested.set()
 
     def _check_sensors(self, now: float) -> None:
+        """Offline and online events, only for configured sensors and ones that were healthy (not junk ids)."""
         timeout = self.config.sensor_timeout_s
         changes = []
         with self.stats.lock:
             for sensor, entry in self.stats.sensors.items():
+                entry.healthy = entry.healthy or (
+                    entry.received >= HEALTHY_MESSAGES and entry.first_valid is not None
+                    and entry.last_seen - entry.first_valid >= min(HEALTHY_SPAN_S, timeout))
+                if not (entry.healthy or sensor in self.configured_sensors):
+                    continue
                 silent = now - entry.last_seen > timeout
                 if silent == entry.online:
                     entry.online = not silent
@@ -239,12 +250,10 @@ class Agent:
             self.emit("agent", body.draft(sensor, time.time_ns(), "info" if online else "warning"))
 
     def report_stats(self) -> dict[str, Any]:
-        snapshot = self.stats.snapshot()
-        now = time.monotonic()
-        elapsed = max(1e-3, now - self._last_report[0])
-        for name, sensor in snapshot["sensors"].items():
-            sensor["rate_per_s"] = round((sensor["received"] - self._last_report[1].get(name, 0)) / elapsed, 2)
-        self._last_report = (now, {name: s["received"] for name, s in snapshot["sensors"].items()})
+        top = self.config.status_top_sensors
+        snapshot = self.stats.snapshot(top, mark=True)
+        quarantined = self.quarantine.quarantined()
+        snapshot["quarantined"] = {"count": len(quarantined), "sensors": sorted(quarantined)[:top]}
         snapshot["queues"] = {name: len(worker.queue) for name, worker in self.workers.items()}
         snapshot["sources"] = {f"{index}-{source.name}": source.stats() for index, source in enumerate(self.sources)}
         snapshot["sinks"] = {sink.name: sink.stats() for sink in self.sinks if sink.stats()}
@@ -277,6 +286,9 @@ class Agent:
         for name in set(self.workers) - set(tasks):
             self.workers[name].accepting = False
             log.warning("task removed by reload; it stops taking input", task=name)
+        self.quarantine.config = config.quarantine
+        self.quarantine.lift_all()  # the operator may have fixed the sensor or the task
+        self.configured_sensors = configured_sensors(config)
         kept = ("device", "state_dir", "sources", "sinks")
         if any(getattr(config, key) != getattr(self.config, key) for key in kept):
             log.warning("device, state_dir, sources and sinks changes take effect at the next restart")
@@ -290,6 +302,12 @@ class Agent:
         log.info("agent stopping", deadline_s=self.config.drain_timeout_s)
         self.lifecycle.stop_all(self.config.drain_timeout_s)
         log.info("agent stopped", **{"exit_code": self.exit_code})
+
+
+def configured_sensors(config: AgentConfig) -> frozenset[str]:
+    """The sensor ids that task configs name exactly (not by a wildcard pattern)."""
+    return frozenset(pattern for task in config.task_configs().values() for pattern in task.sensors
+                     if not any(char in pattern for char in "*?["))
 
 
 def current_rss_mb() -> float:

@@ -109,6 +109,11 @@ class InputRejected(EventBody):
     severity = "warning"
     reason: str = Field(description="what was wrong, e.g. 'crc32 mismatch: the message was corrupted'")
     suppressed_since_last: int = Field(description="rejections of the same sensor not reported separately")
+    seq: int | None = Field(default=None, description="the rejected message's sequence number (for a window, "
+                            "of its last message); null if unknown. The event's source_time is the rejected "
+                            "data's time (a window's start), or the agent's clock if the message had none")
+    window: int | None = Field(default=None, description="the rejected window's index in the sensor's stream "
+                               "(counted from the stream's start or last break); null for a message or frame")
 
 
 class ClockJump(EventBody):
@@ -136,5 +141,36 @@ class SensorOnline(EventBody):
     severity = "info"
 
 
+class SensorQuarantined(EventBody):
+    """A sensor's input kept making a task fail: each such input was rejected, and now all of the sensor's
+    input is ignored (and counted) for ``hold_s`` or until a config reload. The agent keeps running."""
+
+    type = "sensor_quarantined"
+    severity = "warning"
+    failures: int = Field(description="task failures on the sensor's input that led to the quarantine")
+    within_s: float = Field(description="... within this many seconds")
+    hold_s: float = Field(description="how long the sensor's input is ignored")
+    reason: str = Field(description="the last failure, e.g. 'OverflowError: cannot convert float infinity'")
+
+
+class StorageDegraded(EventBody):
+    """The outbox cannot write to disk (full or failing): events are kept in memory and still published while the
+    broker is reachable; at a stop, what is only in memory is written to the log as JSON. ``sensor`` is empty."""
+
+    type = "storage_degraded"
+    severity = "warning"
+    error: str = Field(description="the storage error, e.g. 'database or disk is full'")
+    in_memory: int = Field(description="events held only in memory when this was raised")
+
+
+class StorageRecovered(EventBody):
+    """The outbox can write to disk again; events held in memory are being stored. ``sensor`` is empty."""
+
+    type = "storage_recovered"
+    severity = "info"
+    degraded_for_s: float = Field(description="seconds the storage was degraded")
+
+
 #: the agent's own events (``task: agent``)
-AGENT_EVENTS: tuple[type[EventBody], ...] = (InputRejected, ClockJump, SensorOffline, SensorOnline)
+AGENT_EVENTS: tuple[type[EventBody], ...] = (InputRejected, ClockJump, SensorOffline, SensorOnline,
+                                             SensorQuarantined, StorageDegraded, StorageRecovered)

@@ -1,14 +1,21 @@
 """The pipeline: decode and route sensor messages into bounded per-task queues, run task workers.
 
-Overload policy: every task queue is bounded and drops its *oldest* item when
-full.  For camera frames that is the intended behaviour (a fresher frame is worth
-more); for continuous streams the drop is counted for the sensor and the
+Overload policy: every task queue is bounded and, when full, drops the *oldest* item of
+the sensor with the most items queued (queues are fair per sensor: a flooding sensor only
+loses its own items).  For camera frames that is the intended behaviour (a fresher frame
+is worth more); for continuous streams the drop is counted for the sensor and the
 windower sees the sequence jump and restarts its window, so a drop is never silent.
+
+Isolation: an exception on one sensor's input (in windowing or in the task) rejects and
+counts that input and may quarantine the sensor (agent/quarantine.py); it never kills the
+worker.  Every per-sensor map is bounded (``max_sensors``, least recently seen evicted).
+Every message discarded here (quarantined, evicted, unwanted, rejected) is acknowledged.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import fnmatch
 import threading
 import time
@@ -17,65 +24,99 @@ from collections.abc import Callable
 import structlog
 
 from agent.events import ClockJump, EventDraft, InputRejected
-from agent.stats import Stats
+from agent.quarantine import Quarantine
+from agent.stats import DEFAULT_MAX_SENSORS, BoundedMap, Stats
 from agent.tasks.base import RejectedInput, Task
-from agent.windowing import Windower
-from sensors.wire import SensorMessage, WireError, decode
+from agent.windowing import Window, Windower
+from sensors.sources import Ack
+from sensors.wire import SensorMessage, SensorWireError, WireError, decode
 
 log = structlog.get_logger(__name__)
 Emit = Callable[[str, EventDraft], None]
 REJECTION_REPORT_INTERVAL_S = 5.0
+MAX_SOURCE_TIME_NS = 253_402_300_799 * 10**9  # 9999-12-31T23:59:59Z, the last time an event can carry
 CLOCK_JUMP_NS = 1_000_000_000  # sensor clocks may wobble; a step back of more than this is reported
-REJECTION_BODIES: dict[str, type[InputRejected] | type[ClockJump]] = {"input_rejected": InputRejected,
-                                                                "clock_jump": ClockJump}
 
 
 class BoundedQueue:
-    """A FIFO that evicts its oldest item when full and says which one it evicted."""
+    """A fair bounded queue: one FIFO lane per sensor, served round-robin.
+
+    When the queue is full, the oldest item of the *longest* lane is evicted (the new item's own lane
+    when it ties), so a sensor that floods the queue only ever loses its own items, and a sensor with
+    little traffic is served at its turn however long the flooding lane is.
+    """
 
     def __init__(self, maxlen: int) -> None:
-        self.items: collections.deque[SensorMessage] = collections.deque()
+        self.lanes: dict[str, collections.deque[SensorMessage]] = {}
+        self.turns: collections.deque[str] = collections.deque()  # sensors with items, in serving order
+        self.size = 0
         self.maxlen = maxlen
         self.ready = threading.Condition()
         self.waiting_putters = 0
 
     def put(self, item: SensorMessage, wait: bool = False) -> SensorMessage | None:
-        """Append; when full, evict the oldest item, or with ``wait`` block until there is room."""
+        """Append; when full, evict as above and return the evicted item, or with ``wait`` block until there is room."""
         with self.ready:
-            while wait and len(self.items) >= self.maxlen:
+            while wait and self.size >= self.maxlen:
                 self.waiting_putters += 1
                 self.ready.wait(0.1)
                 self.waiting_putters -= 1
-            evicted = self.items.popleft() if len(self.items) >= self.maxlen else None
-            self.items.append(item)
-            if len(self.items) == 1:  # only a consumer facing an empty queue can be waiting
+            lane = self.lanes.get(item.sensor_id)
+            if lane is None:
+                lane = self.lanes[item.sensor_id] = collections.deque()
+                self.turns.append(item.sensor_id)
+            lane.append(item)
+            self.size += 1
+            evicted = self._evict() if self.size > self.maxlen else None
+            if self.size == 1:  # only a consumer facing an empty queue can be waiting
                 self.ready.notify()
             return evicted
 
+    def _evict(self) -> SensorMessage:
+        longest = max(self.turns, key=lambda sensor: len(self.lanes[sensor]))
+        self.size -= 1
+        return self._pop(longest)
+
+    def _pop(self, sensor: str) -> SensorMessage:
+        lane = self.lanes[sensor]
+        item = lane.popleft()
+        if not lane:
+            del self.lanes[sensor]
+            self.turns.remove(sensor)
+        return item
+
     def get(self, timeout: float) -> SensorMessage | None:
         with self.ready:
-            if not self.items:
+            if not self.size:
                 self.ready.wait(timeout)
-            item = self.items.popleft() if self.items else None
+            item = None
+            if self.size:
+                sensor = self.turns[0]
+                self.turns.rotate(-1)  # the next sensor's turn; _pop removes this one if its lane empties
+                item = self._pop(sensor)
+                self.size -= 1
             if self.waiting_putters:
                 self.ready.notify_all()
             return item
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self.size
 
 
 class TaskWorker:
     """Runs one task on its own thread: queue -> (windowing) -> task.process -> events."""
 
-    def __init__(self, task: Task, stats: Stats, emit: Emit, report: Callable[..., None]) -> None:
+    def __init__(self, task: Task, stats: Stats, emit: Emit, report: Callable[..., None],
+                 quarantine: Quarantine | None = None, max_sensors: int = DEFAULT_MAX_SENSORS) -> None:
         self.task = task
         self.name = task.name
         self.stats = stats
         self.emit = emit
         self.report_rejection = report
+        self.quarantine = quarantine or Quarantine(emit, max_sensors=max_sensors)
         self.queue = BoundedQueue(task.config.queue_size)
-        self.windowers: dict[str, Windower] = {}
+        # the sensors this worker has seen, with their windower (continuous kinds); only its thread touches it
+        self.windowers: BoundedMap[str, Windower | None] = BoundedMap(max_sensors, lambda: None, self._forget)
         self.heartbeat = time.monotonic()
         self.busy_since: float | None = None
         self.stopping = threading.Event()
@@ -96,7 +137,8 @@ class TaskWorker:
         evicted = self.queue.put(message, wait and self.thread.is_alive())
         if evicted is not None:
             with self.stats.lock:
-                self.stats.sensors[evicted.sensor_id].dropped += 1
+                self.stats.sensor(evicted.sensor_id).dropped += 1
+            evicted.ack()
 
     def _loop(self) -> None:
         last_tick = 0.0
@@ -107,45 +149,67 @@ class TaskWorker:
                 return
             with self._swap_lock:
                 if message is not None:
-                    self._handle(message)
+                    try:
+                        self._handle(message)
+                    except Exception as error:  # e.g. windowing overflowed: this input's fault, not the worker's
+                        self._failed(message.sensor_id, error, message.timestamp_ns, message.seq)
+                        message.ack()
                 if time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
-                    self._run(lambda: self.task.tick(time.time_ns()), None)
+                    self._run(lambda: self.task.tick(time.time_ns()))
 
     def _handle(self, message: SensorMessage) -> None:
         received = time.monotonic()
+        sensor = message.sensor_id
+        if self.quarantine.blocked(sensor):  # quarantined while it waited in the queue
+            with self.stats.lock:
+                self.stats.sensor(sensor).quarantined += 1
+            message.ack()
+            return
         if not message.kind.continuous:
-            self._run(lambda: self.task.process(message), message.sensor_id)
+            self.windowers.touch(sensor)
+            self._run(lambda: self.task.process(message), message)
+            message.ack()  # its events are in the outbox (or it was rejected and counted)
         else:
-            windower = self.windowers.get(message.sensor_id)
+            windower = self.windowers.touch(sensor)
             if windower is None:
-                windower = self.windowers[message.sensor_id] = Windower(self.task.config.window_s,
-                                                                        self.task.config.hop_s)
-            windows, stream_break = windower.feed(message)
+                windower = self.windowers[sensor] = Windower(self.task.config.window_s, self.task.config.hop_s)
+            try:
+                windows, stream_break = windower.feed(message)
+            except RejectedInput as error:
+                self._rejected(sensor, str(error), message.timestamp_ns, message.seq)
+                message.ack()
+                return
             if stream_break is not None:
-                log.info("stream restarted", task=self.name, sensor=message.sensor_id, reason=stream_break.reason)
+                log.info("stream restarted", task=self.name, sensor=sensor, reason=stream_break.reason)
             for window in windows:
-                self._run(lambda w=window: self.task.process(w), message.sensor_id)  # type: ignore[misc]
+                self._run(lambda w=window: self.task.process(w), message, window)  # type: ignore[misc]
+            windower.acknowledge()  # chunks whose every window is done (or that a break discarded)
         with self.stats.lock:
             entry = self.stats.tasks[self.name]
             entry.processed += 1
             entry.latencies_s.append(time.monotonic() - received)
 
-    def _run(self, call: Callable[[], list[EventDraft]], sensor: str | None) -> None:
+    def _run(self, call: Callable[[], list[EventDraft]], message: SensorMessage | None = None,
+             window: Window | None = None) -> bool:
+        """Run one task call and emit its events; False if the input was rejected or made the task fail."""
         self.busy_since = time.monotonic()
+        source_time = window.start_ns if window is not None else message.timestamp_ns if message else 0
+        index = None if window is None else window.index
         try:
             drafts = call()
         except RejectedInput as error:
-            with self.stats.lock:
-                self.stats.tasks[self.name].rejected += 1
-            self.stats.reject(sensor, str(error))
-            self.report_rejection(sensor or "", f"{self.name}: {error}")
-            return
-        except Exception:  # a bad item must not stop the task; counted and logged with its traceback
-            with self.stats.lock:
-                self.stats.tasks[self.name].errors += 1
-            log.exception("task failed on an item", task=self.name, sensor=sensor)
-            return
+            if message is not None:
+                self._rejected(message.sensor_id, str(error), source_time, message.seq, index)
+            return False
+        except Exception as error:  # a bad item must not stop the task; counted and logged with its traceback
+            if message is None:  # tick(): nobody's input to blame
+                with self.stats.lock:
+                    self.stats.tasks[self.name].errors += 1
+                log.exception("task failed", task=self.name)
+            else:
+                self._failed(message.sensor_id, error, source_time, message.seq, index)
+            return False
         finally:
             self.busy_since = None
         for draft in drafts:
@@ -153,6 +217,33 @@ class TaskWorker:
         if drafts:
             with self.stats.lock:
                 self.stats.tasks[self.name].events += len(drafts)
+        return True
+
+    def _rejected(self, sensor: str, reason: str, source_time_ns: int, seq: int, window: int | None = None) -> None:
+        with self.stats.lock:
+            self.stats.tasks[self.name].rejected += 1
+        self.stats.reject(sensor, reason)
+        self.report_rejection(sensor, f"{self.name}: {reason}", source_time_ns=source_time_ns, seq=seq,
+                              window=window)
+
+    def _failed(self, sensor: str, error: Exception, source_time_ns: int, seq: int, window: int | None = None) -> None:
+        """The task or windowing raised on this sensor's input: reject and count it, maybe quarantine the sensor."""
+        reason = f"internal error on this input: {type(error).__name__}: {error}"
+        with self.stats.lock:
+            self.stats.tasks[self.name].errors += 1
+        log.error("task failed on a sensor's input; input rejected", task=self.name, sensor=sensor, seq=seq,
+                  exc_info=error)
+        self._rejected(sensor, reason, source_time_ns, seq, window)
+        self.quarantine.failed(sensor, reason, source_time_ns)
+        if self.windowers.get(sensor) is not None:  # the failure may have left the window half-updated
+            self.windowers[sensor] = None
+
+    def _forget(self, sensor: str, _windower: Windower | None) -> None:
+        # evicted as least recently seen: the task drops its state for the sensor too (bounded memory)
+        try:
+            self.task.forget(sensor)
+        except Exception:
+            log.exception("task failed to forget a sensor", task=self.name, sensor=sensor)
 
     def swap(self, task: Task) -> Task:
         """Replace the task (after a reload) between two items; the queue and its data are kept."""
@@ -160,7 +251,8 @@ class TaskWorker:
             old, self.task = self.task, task
             self.queue.maxlen = task.config.queue_size
             if (old.config.window_s, old.config.hop_s) != (task.config.window_s, task.config.hop_s):
-                self.windowers.clear()
+                for sensor in list(self.windowers):
+                    self.windowers[sensor] = None
         return old
 
     def ensure_running(self) -> bool:
@@ -191,38 +283,66 @@ class TaskWorker:
 class Dispatcher:
     """Decodes raw messages, tracks sequence gaps and sensor liveness, routes to task workers."""
 
-    def __init__(self, stats: Stats, max_payload: int, report: Callable[..., None]) -> None:
+    def __init__(self, stats: Stats, max_payload: int, report: Callable[..., None],
+                 quarantine: Quarantine | None = None) -> None:
         self.stats = stats
         self.max_payload = max_payload
         self.workers: list[TaskWorker] = []
         self.report_rejection = report
+        self.quarantine = quarantine or Quarantine(lambda *_: None)  # shared with the workers by the agent
 
-    def submit(self, raw: bytes, wait: bool = False) -> None:
+    def submit(self, raw: bytes, ack: Ack | None = None, wait: bool = False) -> None:
         """Called from source threads with one wire message; never raises.
 
-        ``wait`` (recordings read as fast as possible) blocks while a task queue is full instead
-        of applying the overload policy: a file can wait, a live sensor cannot.
+        ``ack`` (from sources that acknowledge input) is called once the message is done with: by
+        every task that takes it, or here if it is rejected or no task wants it.  ``wait``
+        (recordings read as fast as possible) blocks while a task queue is full instead of applying
+        the overload policy: a file can wait, a live sensor cannot.
         """
         try:
             message = decode(raw, self.max_payload)
+        except SensorWireError as error:  # the sensor is known: counted against it, with its time and seq
+            self.stats.reject(error.sensor_id, str(error))
+            self.report_rejection(error.sensor_id, str(error), source_time_ns=error.timestamp_ns, seq=error.seq)
+            _call(ack)
+            return
         except WireError as error:
             self.stats.reject(None, str(error))
             self.report_rejection("", str(error))
+            _call(ack)
             return
         except Exception as error:  # belt and braces: no input may take a source thread down
             log.exception("decoder failed unexpectedly")
             self.stats.reject(None, f"internal decoder error: {error!r}")
+            _call(ack)
+            return
+        if ack is not None:
+            message = dataclasses.replace(message, ack=ack)
+        self.route(message, wait)
+
+    def route(self, message: SensorMessage, wait: bool = False) -> None:
+        """Count a decoded message and queue it for every task that wants it (or acknowledge it if none does)."""
+        if self.quarantine.blocked(message.sensor_id):
+            with self.stats.lock:
+                self.stats.sensor(message.sensor_id).quarantined += 1
+            message.ack()
             return
         self._track(message)
-        for worker in self.workers:
-            if worker.wants(message):
-                worker.offer(message, wait)
+        targets = [worker for worker in self.workers if worker.wants(message)]
+        if len(targets) > 1:  # acknowledged once, when the last task is done with it
+            message = dataclasses.replace(message, ack=_countdown(message.ack, len(targets)))
+        elif not targets:
+            message.ack()
+        for worker in targets:
+            worker.offer(message, wait)
 
     def _track(self, message: SensorMessage) -> None:
         with self.stats.lock:
-            entry = self.stats.sensors[message.sensor_id]
+            entry = self.stats.sensor(message.sensor_id)
             entry.received += 1
             entry.last_seen = time.monotonic()
+            if entry.first_valid is None:
+                entry.first_valid = entry.last_seen
             last, entry.last_seq = entry.last_seq, message.seq
             last_time, entry.last_timestamp_ns = entry.last_timestamp_ns, message.timestamp_ns
             jumped = last_time is not None and message.timestamp_ns < last_time - CLOCK_JUMP_NS
@@ -231,7 +351,7 @@ class Dispatcher:
             # the message is kept (seq says it is the next one); its time is the sensor's word
             back_s = (last_time - message.timestamp_ns) / 1e9  # type: ignore[operator]
             self.report_rejection(message.sensor_id, f"timestamp went back {back_s:.3f} s; message kept",
-                                  "clock_jump")
+                                  "clock_jump", source_time_ns=message.timestamp_ns)
         if last is not None and message.seq != last + 1:
             with self.stats.lock:
                 entry.gaps += 1
@@ -239,27 +359,53 @@ class Dispatcher:
             log.warning("sequence gap", sensor=message.sensor_id, expected=last + 1, got=message.seq)
 
 
+def _call(ack: Ack | None) -> None:
+    if ack is not None:
+        ack()
+
+
+def _countdown(ack: Callable[[], None], count: int) -> Callable[[], None]:
+    lock, left = threading.Lock(), [count]
+
+    def done() -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            ack()
+
+    return done
+
+
 class RejectionReporter:
     """Turns rejections into rate-limited error events (one per sensor per interval, with a count)."""
 
-    def __init__(self, emit: Emit, interval_s: float = REJECTION_REPORT_INTERVAL_S) -> None:
+    def __init__(self, emit: Emit, interval_s: float = REJECTION_REPORT_INTERVAL_S,
+                 max_sensors: int = DEFAULT_MAX_SENSORS) -> None:
         self.emit = emit
         self.interval_s = interval_s
         self.lock = threading.Lock()
-        self.last: dict[str, float] = {}
-        self.suppressed: collections.Counter[str] = collections.Counter()
+        # per event type and sensor: (time of the last report, rejections suppressed since)
+        self.last: BoundedMap[str, list[float]] = BoundedMap(2 * max_sensors, lambda: [-1e9, 0])
 
-    def __call__(self, sensor: str, reason: str, event_type: str = "input_rejected") -> None:
+    def __call__(self, sensor: str, reason: str, event_type: str = "input_rejected", *,
+                 source_time_ns: int | None = None, seq: int | None = None, window: int | None = None) -> None:
+        """Report one rejection; ``source_time_ns`` is the rejected data's time (the agent's clock if unknown)."""
         now = time.monotonic()
-        key = f"{event_type}/{sensor}"
         with self.lock:
-            if now - self.last.get(key, -1e9) < self.interval_s:
-                self.suppressed[key] += 1
+            entry = self.last.touch(f"{event_type}/{sensor}")
+            if now - entry[0] < self.interval_s:
+                entry[1] += 1
                 return
-            self.last[key] = now
-            suppressed = self.suppressed.pop(key, 0)
+            suppressed = int(entry[1])
+            entry[:] = [now, 0]
         log.warning(event_type.replace("_", " "), sensor=sensor or None, reason=reason,
                     suppressed_since_last=suppressed)
-        body = REJECTION_BODIES[event_type](reason=reason, suppressed_since_last=suppressed)
-        self.emit("agent", body.draft(sensor, time.time_ns(), "warning"))
-
+        if event_type == "input_rejected":
+            body: InputRejected | ClockJump = InputRejected(reason=reason, suppressed_since_last=suppressed,
+                                                            seq=seq, window=window)
+        else:
+            body = ClockJump(reason=reason, suppressed_since_last=suppressed)
+        valid_time = source_time_ns is not None and 0 < source_time_ns <= MAX_SOURCE_TIME_NS
+        self.emit("agent", body.draft(sensor, source_time_ns if valid_time else time.time_ns(),  # type: ignore[arg-type]
+                                      "warning"))

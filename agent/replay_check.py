@@ -21,8 +21,14 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from sensors.errors import EdgeAgentError
+
 REQUIRED = ("sensor", "task", "type", "source_time", "severity", "score")
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class EventsError(EdgeAgentError):
+    """An events file that cannot be read, or an event that lacks what the comparison needs."""
 
 
 @dataclass(frozen=True)
@@ -113,17 +119,22 @@ class Report:
 def read_events(path: str | Path) -> list[dict[str, Any]]:
     """Events from a JSON Lines file (one event object per line; blank lines are skipped)."""
     events = []
-    with Path(path).open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError as error:
-                raise ValueError(f"{path}:{number}: not JSON: {error}") from None
-            if not isinstance(event, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(event).__name__}")
-            events.append(event)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EventsError(f"{path}: no such file; give the events.jsonl the agent wrote") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise EventsError(f"{path}: cannot read: {getattr(error, 'strerror', None) or error}") from None
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError as error:
+            raise EventsError(f"{path}:{number}: not JSON: {error}") from None
+        if not isinstance(event, dict):
+            raise EventsError(f"{path}:{number}: expected a JSON object, got {type(event).__name__}")
+        events.append(event)
     return events
 
 
@@ -151,14 +162,14 @@ def compare(actual: Iterable[Mapping[str, Any]], expected: Iterable[Mapping[str,
 def _event(raw: Mapping[str, Any], index: int, side: str) -> Event:
     missing = [name for name in REQUIRED if name not in raw]
     if missing:
-        raise ValueError(f"{side} event #{index} lacks {', '.join(missing)}")
+        raise EventsError(f"{side} event #{index} lacks {', '.join(missing)}")
     score = raw["score"]
     if score is not None and not isinstance(score, (int, float)):
-        raise ValueError(f"{side} event #{index}: score must be a number or null, got {score!r}")
+        raise EventsError(f"{side} event #{index}: score must be a number or null, got {score!r}")
     try:
         source_ns = _parse_time(raw["source_time"])
     except (TypeError, ValueError):
-        raise ValueError(f"{side} event #{index}: source_time {raw['source_time']!r} is not RFC 3339") from None
+        raise EventsError(f"{side} event #{index}: source_time {raw['source_time']!r} is not RFC 3339") from None
     return Event(str(raw["sensor"]), str(raw["task"]), str(raw["type"]), source_ns, str(raw["severity"]),
                  None if score is None else float(score), index)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -44,15 +45,20 @@ class EventWatcher:
         self.on_message = on_message
         self.dedup = Deduplicator()
         self.duplicates = 0
+        self.connected = threading.Event()
+        #: why the broker refused us, if it did
+        self.refused: str | None = None
         self.client = make_client(connection, f"edge-agent-tail-{uuid.uuid4().hex[:8]}")
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
+            self.refused = str(reason)
             log.error("tail: connection refused", reason=str(reason))
             return
         client.subscribe([(topic, 1) for topic in self.subscriptions])
+        self.connected.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from sensors.errors import RejectedInput
 from sensors.wire import Kind, SensorMessage
+
+#: the most values (samples x channels) one window may hold: 64 MiB of float32, about 16 s of 1 MHz
+MAX_WINDOW_VALUES = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,10 @@ class Windower:
     A sequence-number jump or a change of sample rate or channel count restarts
     the buffer (the partial window is discarded, never stitched across the break)
     and is reported as a :class:`StreamBreak`, so no gap passes silently.
+
+    Each chunk's acknowledgement is held until every window its samples belong to was cut (or the
+    buffer holding them was discarded by a break); :meth:`acknowledge`, called once those windows'
+    events are stored, releases them.
     """
 
     def __init__(self, window_s: float, hop_s: float) -> None:
@@ -46,11 +56,22 @@ class Windower:
         self.rate = 0.0
         self.count = 0
         self.skip = 0  # samples still to skip when the hop is longer than the window
+        self.fed = 0  # samples fed since the start, and samples the buffer has moved past (cut or discarded)
+        self.passed = 0
+        self.held: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()  # (end sample, ack)
 
     def feed(self, message: SensorMessage) -> tuple[list[Window], StreamBreak | None]:
         """Add a chunk; returns the completed windows and any break detected before it."""
         chunk = message.samples.astype(np.float32, copy=False)
+        values = round(self.window_s * message.sample_rate) * chunk.shape[1]
+        if values > MAX_WINDOW_VALUES:  # refused before anything is buffered
+            raise RejectedInput(f"a {self.window_s} s window at {message.sample_rate} Hz x {chunk.shape[1]} "
+                                f"channels would hold {values} values, more than {MAX_WINDOW_VALUES}")
         stream_break = self._check_continuity(message, chunk.shape[1])
+        if stream_break is not None:
+            self.passed = self.fed  # the discarded partial window is done with
+        self.fed += len(chunk)
+        self.held.append((self.fed, message.ack))
         self.next_seq = message.seq + 1
         if self.buffer is None:
             self.rate = message.sample_rate
@@ -102,4 +123,10 @@ class Windower:
     def _advance(self, samples: int) -> None:
         assert self.buffer is not None  # only called with a buffer
         self.buffer = self.buffer[samples:]
+        self.passed += samples
         self.buffer_start_ns += round(samples / self.rate * 1e9)
+
+    def acknowledge(self) -> None:
+        """Acknowledge the chunks the buffer has moved past (call once their windows' events are stored)."""
+        while self.held and self.held[0][0] <= self.passed:
+            self.held.popleft()[1]()

@@ -11,7 +11,11 @@ still shows its traceback. It sits in the bottom layer because the wire format r
     ├── ModelError            a model or manifest that is missing, malformed or fails its checks
     │   └── BackendUnavailable  the asked-for inference backend is not installed on this machine
     ├── BrokerError           a broker (MQTT) or endpoint (ZeroMQ) that refused or cannot be reached
+    ├── StateError            a state directory that cannot be written, or saved state that cannot be used
+    │   └── AlreadyRunning    another agent holds this state directory or device id
     └── RejectedInput         well-formed input a task cannot use (counted per sensor, never fatal)
+
+Commands map them to exit codes (docs/deploy.md lists them): :data:`EXIT_CODES`.
 
 None of them subclasses ``ValueError``: a task that catches ``RejectedInput`` must not swallow an
 internal bug's ``ValueError`` as if the input were at fault.
@@ -19,8 +23,8 @@ internal bug's ``ValueError`` as if the input were at fault.
 
 from __future__ import annotations
 
-__all__ = ["BackendUnavailable", "BrokerError", "ConfigError", "EdgeAgentError", "ModelError", "RecordingError",
-           "RejectedInput", "WireError"]
+__all__ = ["EXIT_CODES", "AlreadyRunning", "BackendUnavailable", "BrokerError", "ConfigError", "EdgeAgentError",
+           "ModelError", "RecordingError", "RejectedInput", "StateError", "WireError", "exit_code"]
 
 
 class EdgeAgentError(Exception):
@@ -51,5 +55,26 @@ class BrokerError(EdgeAgentError):
     """A broker or endpoint refused the connection or cannot be reached."""
 
 
+class StateError(EdgeAgentError):
+    """A state directory that cannot be written, or learnt state on disk that cannot be used."""
+
+
+class AlreadyRunning(StateError):
+    """Another agent on this machine holds the same state directory or device id."""
+
+
 class RejectedInput(EdgeAgentError):
     """Input that is well-formed on the wire but unusable by the task; counted per sensor."""
+
+
+#: exit codes of an expected failure, most specific class first (sysexits.h values where one fits)
+EXIT_CODES: tuple[tuple[type[EdgeAgentError], int], ...] = (
+    (AlreadyRunning, 73),   # EX_CANTCREAT: the lock is held
+    (BrokerError, 69),      # EX_UNAVAILABLE: worth retrying later
+    (EdgeAgentError, 1),    # configuration, model, recording, state: fix the input
+)
+
+
+def exit_code(error: EdgeAgentError) -> int:
+    """The exit code a command ends with for this expected failure."""
+    return next(code for kind, code in EXIT_CODES if isinstance(error, kind))

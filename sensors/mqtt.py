@@ -10,14 +10,19 @@ import structlog
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from sensors.errors import ConfigError
 from sensors.settings import MqttConnection, Tls
 
 log = structlog.get_logger(__name__)
 
 
-def make_client(connection: MqttConnection, client_id: str) -> mqtt.Client:
-    """A configured, unconnected MQTT 5 client; TLS never falls back to plaintext."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+def make_client(connection: MqttConnection, client_id: str, manual_ack: bool = False) -> mqtt.Client:
+    """A configured, unconnected MQTT 5 client; TLS never falls back to plaintext.
+
+    With ``manual_ack`` incoming QoS 1 messages are acknowledged only by ``client.ack(mid, qos)``.
+    """
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                         manual_ack=manual_ack)
     if connection.username:
         password = connection.password.read().get_secret_value() if connection.password else None
         client.username_pw_set(connection.username, password)
@@ -52,11 +57,17 @@ def paho_keepalive(keepalive_s: int) -> int:
 
 
 def tls_context(tls: Tls) -> ssl.SSLContext:
-    """Server verification against the configured CA, TLS 1.2 or newer, optional client certificate."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls.cert_file:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    """Server verification against the configured CA, TLS 1.2 or newer, optional client certificate;
+    ConfigError names a file that cannot be read or used."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.cert_file:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    except (OSError, ssl.SSLError) as error:  # SSLError is an OSError; both name no file, so we do
+        files = ", ".join(str(path) for path in (tls.ca_file, tls.cert_file, tls.key_file) if path)
+        raise ConfigError(f"TLS: cannot use {files}: {error.strerror or error}; check the paths and that "
+                          "they are PEM certificates and keys") from None
     return context
 
 
@@ -104,8 +115,11 @@ def diagnose(host: str, port: int, context: ssl.SSLContext | None, timeout: floa
         return f"network: {error}"
 
 
-def connect_properties(session_expiry_s: int) -> Properties:
-    """CONNECT properties asking the broker to keep our session for a while after a disconnect."""
+def connect_properties(session_expiry_s: int, receive_maximum: int | None = None) -> Properties:
+    """CONNECT properties asking the broker to keep our session for a while after a disconnect, and to
+    send at most ``receive_maximum`` QoS 1 messages that we have not acknowledged yet."""
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:
+        properties.ReceiveMaximum = receive_maximum
     return properties

@@ -70,7 +70,7 @@ class RecordingWriter:
         self._lock = threading.Lock()
         self._channels: dict[str, int] = {}
         self._metadata_names: set[str] = set()
-        self._file: BinaryIO = self.path.open("wb")
+        self._file: BinaryIO = _open(self.path, "wb")
         self._writer: Writer | None = Writer(self._file, chunk_size=chunk_size,
                                              compression=CompressionType.ZSTD)
         self._writer.start(profile="", library="edge-agent")
@@ -145,13 +145,17 @@ class RecordingReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file: BinaryIO = self.path.open("rb")
+        self._file: BinaryIO = _open(self.path, "rb")
         self.damage: str | None = None
         self._salvaged: list[Entry] = []
         self._salvaged_metadata: list[Metadata] = []
         try:
-            if self._file.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
-                raise RecordingError(f"{self.path} is not an MCAP recording (bad magic)")
+            magic = self._file.read(len(MCAP_MAGIC))
+            if not magic:
+                raise RecordingError(f"{self.path} is empty; record one with 'edge-agent record'")
+            if magic != MCAP_MAGIC:
+                raise RecordingError(f"{self.path} is not an MCAP recording (bad magic); "
+                                     "give a file written by 'edge-agent record'")
             self._file.seek(0)
             self._reader = SeekingReader(self._file, validate_crcs=True)
             self.complete = self._has_summary()
@@ -236,6 +240,18 @@ class RecordingReader:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.close()
+
+
+def _open(path: Path, mode: str) -> BinaryIO:
+    """Open a recording file; RecordingError says what is wrong with the path."""
+    try:
+        file: BinaryIO = path.open(mode)  # type: ignore[assignment]
+        return file
+    except FileNotFoundError:
+        where = f"folder {path.parent} does not exist; create it or" if "w" in mode else "no such file;"
+        raise RecordingError(f"{path}: {where} check the path") from None
+    except OSError as error:
+        raise RecordingError(f"{path}: cannot open: {error.strerror}") from None
 
 
 def _decode_metadata(record: Metadata) -> dict[str, Any]:

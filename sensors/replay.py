@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 import zmq
 from paho.mqtt.reasoncodes import ReasonCode
 
+from sensors.errors import BrokerError
 from sensors.mqtt import stop_client
 from sensors.wire import MAGIC, Kind
 
@@ -89,14 +90,18 @@ class MqttPublisher:
                                              protocol=mqtt.MQTTv5)
         self._client.on_connect = self._on_connect
         self._client.on_publish = self._on_publish
-        self._client.connect(host, port, keepalive_s)
+        try:
+            self._client.connect(host, port, keepalive_s)
+        except OSError as error:
+            raise BrokerError(f"cannot reach MQTT broker {self.address}: {error.strerror or error}; "
+                              "is it running, and are host and port right?") from None
         self._client.loop_start()
         with self._changed:
             self._changed.wait_for(lambda: self._connack is not None, timeout=timeout_s)
         if self._connack is None or self._connack.is_failure:
             stop_client(self._client)
             reason = "no CONNACK" if self._connack is None else str(self._connack)
-            raise ConnectionError(f"MQTT broker {self.address} refused the connection: {reason}")
+            raise BrokerError(f"MQTT broker {self.address} refused the connection: {reason}")
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: ReasonCode,
                     properties: object) -> None:
@@ -111,12 +116,13 @@ class MqttPublisher:
             self._changed.notify_all()
 
     def publish(self, topic: str, payload: bytes) -> None:
-        """Publish one message; blocks while ``max_pending`` messages await acknowledgement."""
+        """Publish one message; blocks while ``max_pending`` messages await acknowledgement (BrokerError after
+        ``timeout_s``)."""
         qos = self.frame_qos if is_frame(payload) else self.stream_qos
         with self._changed:
             if not self._changed.wait_for(lambda: self._sent - self._done < self.max_pending,
                                           timeout=self.timeout_s):
-                raise TimeoutError(f"MQTT broker {self.address} acknowledged nothing for {self.timeout_s} s")
+                raise BrokerError(f"MQTT broker {self.address} acknowledged nothing for {self.timeout_s} s")
             self._sent += 1  # before publish: on_publish may run before publish() returns
         info = self._client.publish(topic, payload, qos=qos)
         if info.rc == mqtt.MQTT_ERR_SUCCESS or (info.rc == mqtt.MQTT_ERR_NO_CONN and qos > 0):
@@ -127,7 +133,7 @@ class MqttPublisher:
         if info.rc == mqtt.MQTT_ERR_NO_CONN:
             self.dropped += 1
             return
-        raise ConnectionError(f"MQTT publish to {self.address} failed: {mqtt.error_string(info.rc)}")
+        raise BrokerError(f"MQTT publish to {self.address} failed: {mqtt.error_string(info.rc)}")
 
     def close(self) -> None:
         """Wait (up to ``timeout_s``) for outstanding messages, then disconnect."""
@@ -136,7 +142,7 @@ class MqttPublisher:
             missing = self._sent - self._done
         stop_client(self._client)
         if not delivered:
-            raise TimeoutError(f"{missing} messages to MQTT broker {self.address} were not acknowledged "
+            raise BrokerError(f"{missing} messages to MQTT broker {self.address} were not acknowledged "
                                f"within {self.timeout_s} s")
 
     def __enter__(self) -> MqttPublisher:
@@ -180,7 +186,7 @@ class ZmqPublisher:
         except zmq.ZMQError as error:
             self._socket.close(linger=0)
             self._context.term()
-            raise ConnectionError(f"cannot {'bind' if bind else 'connect'} ZeroMQ {mode} to {endpoint}: "
+            raise BrokerError(f"cannot {'bind' if bind else 'connect'} ZeroMQ {mode} to {endpoint}: "
                                   f"{error}") from error
 
     def wait_for_subscriber(self, timeout_s: float = 5.0) -> bool:
@@ -196,15 +202,15 @@ class ZmqPublisher:
         return False
 
     def publish(self, topic: str, payload: bytes) -> None:
-        """Send one message; raises TimeoutError if no peer takes it within ``send_timeout_s``."""
+        """Send one message; raises BrokerError if no peer takes it within ``send_timeout_s``."""
         try:
             if self.mode == "pub":
                 self._socket.send_multipart([topic.encode(), payload], copy=False)
             else:
                 self._socket.send(payload, copy=False)
         except zmq.Again:
-            raise TimeoutError(f"ZeroMQ {self.mode} {self.endpoint}: no peer took a message within "
-                               f"{self.send_timeout_s} s (no peer connected, or its queue is full)") from None
+            raise BrokerError(f"ZeroMQ {self.mode} {self.endpoint}: no peer took a message within "
+                              f"{self.send_timeout_s} s (no peer connected, or its queue is full)") from None
 
     def close(self) -> None:
         """Close the socket, letting queued messages go out for up to ``linger_s``."""

@@ -21,6 +21,16 @@ import numpy as np
 
 from sensors.errors import WireError
 
+
+class SensorWireError(WireError):
+    """A wire error found after the sensor id was read, so that the rejection is counted against the sensor."""
+
+    def __init__(self, message: str, sensor_id: str, seq: int, timestamp_ns: int) -> None:
+        super().__init__(message)
+        self.sensor_id = sensor_id
+        self.seq = seq
+        self.timestamp_ns = timestamp_ns  # as sent: may be the invalid value that was rejected
+
 MAGIC = b"EAGW"
 VERSION = 1
 HEADER = struct.Struct("<4sBBBBQqdHHB3xI")  # 44 bytes, little-endian
@@ -36,7 +46,6 @@ RESERVED = slice(37, 40)  # header bytes that must be zero
 MAX_SEQ = 2**64 - 1
 MAX_TIMESTAMP_NS = 2**63 - 1
 MAX_PAYLOAD_FIELD = 2**32 - 1
-MAX_SAMPLE_RATE = 1e7
 
 
 class Kind(enum.IntEnum):
@@ -83,6 +92,9 @@ ALLOWED_DTYPES: dict[Kind, frozenset[DType]] = {
     Kind.FRAME: frozenset({DType.UINT8}),
 }
 MAX_CHANNELS = 64
+#: sane sample rates per continuous kind, in Hz (both ends inclusive): a rate outside them is a broken or
+#: hostile sensor, and a tiny one would make sample times overflow downstream (5e-324 Hz once did)
+SAMPLE_RATE_BOUNDS: dict[Kind, tuple[float, float]] = {Kind.VIBRATION: (1.0, 1e6), Kind.AUDIO: (1.0, 384_000.0)}
 # Leading bytes that a compressed frame payload must start with.
 IMAGE_SIGNATURES: dict[Encoding, bytes] = {
     Encoding.JPEG: b"\xff\xd8\xff",
@@ -178,10 +190,13 @@ def decode(buffer: bytes | bytearray | memoryview, max_payload: int = DEFAULT_MA
     meta = _meta(bytes(view[offset : offset + meta_len]))
     offset += meta_len
     payload = view[offset : offset + payload_len]
-    if ts_ns <= 0:
-        raise WireError(f"timestamp_ns must be positive, got {ts_ns}")
-    _check_rate(kind, rate)
-    data = _payload(kind, encoding, dtype, shape, payload)
+    try:
+        if ts_ns <= 0:
+            raise WireError(f"timestamp_ns must be positive, got {ts_ns}")
+        _check_rate(kind, rate)
+        data = _payload(kind, encoding, dtype, shape, payload)
+    except WireError as error:
+        raise SensorWireError(str(error), sensor_id, seq, ts_ns) from None
     if isinstance(data, np.ndarray) and not view.readonly:
         data = data.copy()  # never alias a buffer the caller may reuse (bytearray, zmq frames)
     if isinstance(data, np.ndarray):
@@ -309,8 +324,9 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _check_rate(kind: Kind, rate: float) -> None:
     if kind.continuous:
-        if not (math.isfinite(rate) and 0 < rate <= MAX_SAMPLE_RATE):
-            raise WireError(f"sample_rate must be in (0, 1e7] Hz for {kind.name.lower()}, got {rate}")
+        low, high = SAMPLE_RATE_BOUNDS[kind]
+        if not low <= rate <= high:  # also false for NaN
+            raise WireError(f"sample_rate must be in [{low:g}, {high:g}] Hz for {kind.name.lower()}, got {rate}")
     elif rate != 0:
         raise WireError(f"sample_rate must be 0 for frames, got {rate}")
 

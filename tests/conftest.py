@@ -29,6 +29,14 @@ from sensors.wire import Kind, SensorMessage
 __all__ = ["MOSQUITTO", "Broker", "ProbeTask", "agent_config", "free_port", "vibration_chunk", "write_energy_model"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Agents (and the CLI subprocesses tests start) keep their per-device locks in a folder of this run."""
+    os.environ["EDGE_AGENT_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("run"))
+    yield
+    os.environ.pop("EDGE_AGENT_RUNTIME_DIR", None)
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """A fresh Mosquitto broker on a free port, stopped after the test."""

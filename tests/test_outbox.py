@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -120,6 +121,40 @@ class TestBounds:
         assert [e.event_id for e in outbox.take(10)] == ["alarm"]
 
 
+class TestReplay:
+    def test_acknowledged_events_of_the_window_are_handed_out_again_first(self, tmp_path: Path) -> None:
+        """After replay(since), what was acknowledged since then comes out again, in order, before pending
+        rows; acknowledging a replay does not count it delivered twice."""
+        outbox = Outbox(tmp_path / "o.sqlite", replay_window_s=60)
+        fill(outbox, "a", 3)
+        early = outbox.take(1)
+        outbox.acknowledge([early[0].row_id])
+        since = time.monotonic()
+        late = outbox.take(1)
+        outbox.acknowledge([late[0].row_id])
+        assert outbox.replay(since) == 1
+        assert outbox.pending() == 2
+        again = outbox.take(10)
+        assert [entry.event_id for entry in again] == ["a-1", "a-2"]
+        outbox.acknowledge([entry.row_id for entry in again])
+        assert outbox.pending() == 0 and outbox.counters.delivered == 3 and outbox.counters.replayed == 1
+
+    def test_nothing_is_kept_without_a_window_or_past_it(self, tmp_path: Path) -> None:
+        """replay_window_s = 0 keeps nothing; a window only keeps what was acknowledged within it."""
+        outbox = Outbox(tmp_path / "o.sqlite")
+        fill(outbox, "a", 2)
+        outbox.acknowledge([entry.row_id for entry in outbox.take(2)])
+        assert outbox.replay(0.0) == 0
+        windowed = Outbox(tmp_path / "w.sqlite", replay_window_s=0.05)
+        fill(windowed, "a", 2)
+        windowed.acknowledge([windowed.take(1)[0].row_id])
+        time.sleep(0.1)  # the window is a duration: nothing to wait for but time itself
+        windowed.acknowledge([windowed.take(1)[0].row_id])
+        assert windowed.replay(0.0) == 1
+        outbox.close()
+        windowed.close()
+
+
 class TestFailures:
     def test_write_failure_is_spilled_and_retried(self, tmp_path: Path) -> None:
         """A failing disk does not raise: the event waits in memory and is stored once writes work again."""
@@ -128,5 +163,9 @@ class TestFailures:
         payload = b"y" * 20_000
         outbox.put("big", "t", payload, ALARM)
         assert outbox.counters.write_failures >= 1 and outbox.pending() == 1
+        handed = outbox.take(5)
+        assert [e.event_id for e in handed] == ["big"]  # still published while only in memory
+        outbox.release([entry.row_id for entry in handed])
         outbox._db.execute("PRAGMA max_page_count = 1073741823")
         assert [e.event_id for e in outbox.take(5)] == ["big"]
+        assert outbox.in_memory() == 0 and outbox.count == 1

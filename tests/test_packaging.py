@@ -48,7 +48,7 @@ class TestHelp:
         assert "example:" in result.stdout and f"edge-agent {command}" in result.stdout
 
     def test_validate_config_reports_errors_with_key_paths(self, tmp_path: Path) -> None:
-        """``validate-config`` exits 1 and names the bad key; a valid file exits 0."""
+        """``validate-config`` exits 1 and names the bad key; a valid file whose files exist exits 0."""
         bad = tmp_path / "bad.yaml"
         bad.write_text("device: d\nsources: []\nsinks: [{kind: console, colour: red}]\ntasks: {}\n")
         result = subprocess.run([sys.executable, "-m", "agent.cli", "validate-config", str(bad)], cwd=REPO,
@@ -57,6 +57,11 @@ class TestHelp:
         assert "sinks.0.colour: Extra inputs are not permitted" in result.stderr
         assert "sources: List should have at least 1 item" in result.stderr
         good = subprocess.run([sys.executable, "-m", "agent.cli", "validate-config",
-                               str(REPO / "config" / "factory.example.yaml")], cwd=REPO, capture_output=True,
+                               str(REPO / "config" / "demo.yaml")], cwd=REPO, capture_output=True,
                               text=True, timeout=60)
         assert good.returncode == 0 and "valid" in good.stdout
+        # the factory example is valid YAML for the schema, but names a CA file this machine lacks
+        example = subprocess.run([sys.executable, "-m", "agent.cli", "validate-config",
+                                  str(REPO / "config" / "factory.example.yaml")], cwd=REPO, capture_output=True,
+                                 text=True, timeout=60)
+        assert example.returncode == 1 and "tls.ca_file: cannot read /etc/edge-agent/tls/ca.crt" in example.stderr

@@ -6,12 +6,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.events import EventDraft
 from agent.pipeline import BoundedQueue, Dispatcher, RejectionReporter
 from agent.stats import Stats
+from agent.tasks.base import RejectedInput
 from agent.windowing import Windower
 from sensors.wire import Kind, SensorMessage, encode
 from tests.conftest import vibration_chunk
@@ -156,3 +158,13 @@ class TestRejectionReporter:
         time.sleep(0.06)  # the reporting interval passing is what is tested
         reporter("s1", "bad")
         assert [d.body["suppressed_since_last"] for d in emitted] == [0, 2]
+
+
+class TestWindowBounds:
+    def test_a_window_too_large_is_rejected_before_buffering(self) -> None:
+        """A rate and channel count that would need more than MAX_WINDOW_VALUES per window are refused."""
+        windower = Windower(3600.0, 3600.0)
+        big = SensorMessage("s1", Kind.VIBRATION, 0, 10**18, np.zeros((10, 64), np.float32), 1e6)
+        with pytest.raises(RejectedInput, match="more than"):
+            windower.feed(big)
+        assert windower.buffer is None

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.events import EventDraft, ModelRef, finalize, schema
-from agent.replay_check import Tolerances, compare, read_events
+from agent.replay_check import EventsError, Tolerances, compare, read_events
 
 T0 = 1_795_939_200_000_000_000
 SECOND = 1_000_000_000
@@ -172,25 +172,25 @@ class TestReadEvents:
         """A line that is not JSON is reported with its line number."""
         path = tmp_path / "events.jsonl"
         path.write_text(json.dumps(event()) + "\n{oops\n")
-        with pytest.raises(ValueError, match=r"events\.jsonl:2: not JSON"):
+        with pytest.raises(EventsError, match=r"events\.jsonl:2: not JSON"):
             read_events(path)
 
     def test_not_an_object(self, tmp_path: Path) -> None:
         """A line holding something other than an object is refused."""
         path = tmp_path / "events.jsonl"
         path.write_text("[1, 2]\n")
-        with pytest.raises(ValueError, match=r"events\.jsonl:1: expected a JSON object"):
+        with pytest.raises(EventsError, match=r"events\.jsonl:1: expected a JSON object"):
             read_events(path)
 
     def test_missing_field(self) -> None:
         """An event without a compared field is refused, naming the field and the event."""
         broken = event()
         del broken["source_time"]
-        with pytest.raises(ValueError, match="actual event #1 lacks source_time"):
+        with pytest.raises(EventsError, match="actual event #1 lacks source_time"):
             compare([broken], [event()])
 
     def test_bad_time(self) -> None:
         """A source_time that is not RFC 3339 with a zone is refused."""
         for text in ("yesterday", "2026-11-29T08:00:00"):
-            with pytest.raises(ValueError, match="source_time"):
+            with pytest.raises(EventsError, match="source_time"):
                 compare([], [dict(event(), source_time=text)])

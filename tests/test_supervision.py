@@ -64,14 +64,17 @@ class TestMemoryBudget:
 
 class TestSensorLiveness:
     def test_silent_sensor_goes_offline_and_comes_back(self, tmp_path: Path) -> None:
-        """A sensor silent for longer than sensor_timeout_s raises sensor_offline, then sensor_online on return."""
+        """A configured sensor silent for longer than sensor_timeout_s raises sensor_offline, then sensor_online on
+        return; an unknown id that sent once (junk) raises neither."""
         model = write_energy_model(tmp_path / "model")
         inbound = free_port()
         events = tmp_path / "events.jsonl"
         running = RunningAgent(agent_config(
             tmp_path / "state", model, [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{inbound}"}],
-            [{"kind": "jsonl", "path": str(events)}], sensor_timeout_s=1.0, probe={"threshold": 1e9}))
+            [{"kind": "jsonl", "path": str(events)}], sensor_timeout_s=1.0,
+            probe={"threshold": 1e9, "sensors": ["fan-9"]}))
         try:
+            push(inbound, "junk-1", range(0, 1), amplitude=0.1)
             push(inbound, "fan-9", range(0, 1), amplitude=0.1)
             wait_until(lambda: "sensor_offline" in event_types(events), 20)
             push(inbound, "fan-9", range(1, 2), amplitude=0.1)
@@ -80,3 +83,4 @@ class TestSensorLiveness:
             running.stop()
         types = event_types(events)
         assert types[:2] == ["sensor_offline", "sensor_online"]
+        assert all(json.loads(line)["sensor"] == "fan-9" for line in events.read_text().splitlines())

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, save
 from pydantic import ValidationError
 
-from models.runtime import BackendUnavailable, load_model
+from models.runtime import BackendUnavailable, OnnxRuntimeConfig, cache_path, load_model, under_state_dir
 from models.runtime import tensorrt as trt_backend
 from models.runtime.manifest import Manifest, TensorSpec, load_manifest, write_manifest
 from models.runtime.tensorrt import (
@@ -343,6 +343,11 @@ class TestBackendPlumbing:
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_cache_dir_default_is_in_state_directory() -> None:
-    """The default engine cache lies inside the systemd StateDirectory, the only place the unit can write."""
-    assert os.path.commonpath([TensorRTConfig().cache_dir, Path("/var/lib/edge-agent")]) == "/var/lib/edge-agent"
+def test_cache_dir_default_is_in_state_directory(tmp_path: Path) -> None:
+    """The default engine cache lies inside the systemd StateDirectory, the only place the unit can write, and
+    follows the agent's state_dir; a cache folder set explicitly stays where it was set."""
+    assert os.path.commonpath([cache_path(TensorRTConfig()), Path("/var/lib/edge-agent")]) == "/var/lib/edge-agent"
+    assert cache_path(under_state_dir(TensorRTConfig(), tmp_path)) == tmp_path / "trt-engines"
+    assert cache_path(under_state_dir(OnnxRuntimeConfig(), tmp_path)) == tmp_path / "trt-cache"
+    explicit = TensorRTConfig(cache_dir=tmp_path / "mine")
+    assert cache_path(under_state_dir(explicit, tmp_path / "state")) == tmp_path / "mine"

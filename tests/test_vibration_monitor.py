@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from models.vibration.runtime.features import SELECTED_FEATURES, FeatureSettings, feature_names, prepare_windows
 from models.vibration.runtime.monitor import Decision, MachineMonitor, MonitorSettings, StateStore, ewma, reset_baseline
 from models.vibration.runtime.scorers import SCORERS, Scorer, ScorerError, make_scorer
+from sensors.errors import StateError
 from sensors.simulate.vibration import FaultKind, VibrationSimulator, make_fleet, run_to_failure
 
 SHALLOW = ["mahalanobis", "pca", "gmm"]
@@ -229,7 +230,7 @@ class TestPersistence:
         """State learnt with another scorer or fingerprint raises and leaves the monitor learning afresh."""
         state = learnt("gmm").state()
         other = monitor("mahalanobis")
-        with pytest.raises(ValueError, match="scorer"):
+        with pytest.raises(StateError, match="scorer"):
             other.load_state(state)
         assert other.learning and not other.baseline
 

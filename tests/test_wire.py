@@ -30,10 +30,12 @@ from sensors.wire import (
     MAX_CHANNELS,
     MAX_META,
     NUMPY_DTYPES,
+    SAMPLE_RATE_BOUNDS,
     DType,
     Encoding,
     Kind,
     SensorMessage,
+    SensorWireError,
     WireError,
     decode,
     encode,
@@ -235,10 +237,26 @@ class TestDecodeRejects:
         """Timestamps must be positive."""
         rejects(build(ts=ts), "timestamp_ns")
 
-    @pytest.mark.parametrize("rate", [0.0, -1.0, math.nan, math.inf, 1e7 + 1])
+    @pytest.mark.parametrize("rate", [0.0, -1.0, math.nan, math.inf, 5e-324, 0.999, 1e6 + 1, 1e7])
     def test_continuous_sample_rate(self, rate: float) -> None:
-        """Continuous kinds need a finite sample rate in (0, 1e7] Hz."""
+        """Vibration needs a sample rate in [1 Hz, 1 MHz]; 5e-324 Hz once overflowed the windowing."""
         rejects(build(rate=rate), "sample_rate")
+
+    @pytest.mark.parametrize(("kind", "rate", "ok"), [(1, 1.0, True), (1, 1e6, True), (3, 384_000.0, True),
+                                                      (3, 384_001.0, False), (3, 0.5, False)])
+    def test_sample_rate_bounds_per_kind(self, kind: int, rate: float, ok: bool) -> None:
+        """Audio stops at 384 kHz, vibration at 1 MHz; both start at 1 Hz (bounds inclusive)."""
+        message = build(kind=kind, rate=rate)
+        if ok:
+            assert decode(message).sample_rate == rate
+        else:
+            rejects(message, "sample_rate")
+
+    def test_a_payload_error_names_the_sensor(self) -> None:
+        """NaN samples and bad rates are counted against the sensor: the error carries its id and seq."""
+        with pytest.raises(SensorWireError) as caught:
+            decode(build(rate=5e-324))
+        assert caught.value.sensor_id and caught.value.seq == decode(build()).seq
 
     def test_frame_sample_rate(self) -> None:
         """Frames must carry sample rate 0."""
@@ -362,7 +380,7 @@ def messages(draw: st.DrawFn) -> SensorMessage:
     if dtype.kind == "f":
         elements = st.floats(allow_nan=False, allow_infinity=False, width=64 if dtype.itemsize == 8 else 32)
     data = draw(hnp.arrays(dtype, shape, elements=elements))
-    rate = draw(st.floats(min_value=1e-3, max_value=1e7))
+    rate = draw(st.floats(*SAMPLE_RATE_BOUNDS[kind]))
     return SensorMessage(sensor, kind, seq, ts, data, rate, Encoding.RAW, meta)
 
 

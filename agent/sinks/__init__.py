@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 import zmq
 from pydantic import BaseModel
 
-from agent.events import SEVERITY_RANK
+from agent.events import SEVERITY_RANK, EventDraft
 from sensors import topics
 from sensors.plugins import Registry
 
@@ -27,6 +28,8 @@ class SinkEnv:
     state_dir: Path
     #: the agent's shared context; sinks that need one and get none use ``zmq.Context.instance()``
     zmq_context: zmq.Context[Any] | None = None
+    #: raises one of the agent's own events (e.g. ``storage_degraded``); never call it holding a sink's lock
+    report: Callable[[EventDraft], None] = lambda draft: None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import structlog
 from pydantic import Field
 
-from agent.events import iso_time
+from agent.events import StorageDegraded, StorageRecovered, iso_time
 from agent.outbox import Outbox, OutboxConfig
 from agent.sinks import Outgoing, Sink, SinkEnv
 from sensors import topics
@@ -44,10 +44,16 @@ class MqttSink(Sink):
         state_dir = env.state_dir
         self.prefix = config.topic_prefix
         outbox = config.outbox
-        self.outbox = Outbox(state_dir / "outbox.sqlite", outbox.max_events, int(outbox.max_mb * 2**20))
+        self.outbox = Outbox(state_dir / "outbox.sqlite", outbox.max_events, int(outbox.max_mb * 2**20),
+                             outbox.replay_window_s)
+        self.report = env.report
+        self._degraded_since: float | None = None  # when storage_degraded was raised
         self.status_topic = topics.status_topic(self.prefix, device)
         self.client = make_client(config, config.client_id or f"{device}-out")
-        self.client.will_set(self.status_topic, _status_payload(device, "offline"), qos=1, retain=True)
+        # the will is stored by the broker at connect and sent when the connection dies, so it carries no
+        # time (it would be the connect time); subscribers take the time they receive it
+        self.client.will_set(self.status_topic, _status_payload(device, "offline", timed=False), qos=1,
+                             retain=True)
         self.client.max_inflight_messages_set(config.max_inflight)
         self.client.max_queued_messages_set(config.max_inflight * 2)
         self.client.on_connect = self._on_connect
@@ -57,6 +63,7 @@ class MqttSink(Sink):
         self.connects = 0
         self.last_connect_s: float | None = None
         self._disconnected_at: float | None = time.monotonic()
+        self._lost_at: float | None = None  # when the connection last dropped without our asking
         self._lock = threading.Lock()
         self._inflight: dict[int, int] = {}
         self._acked: list[int] = []
@@ -92,7 +99,12 @@ class MqttSink(Sink):
         if self._disconnected_at is not None:
             self.last_connect_s = time.monotonic() - self._disconnected_at
         self.connects += 1
-        log.info("mqtt connected", host=self.config.host, port=self.config.port, pending=self.outbox.pending())
+        if self._lost_at is not None:
+            # the broker may have restarted and lost what it acknowledged since its last autosave
+            self.outbox.replay(self._lost_at - self.config.outbox.replay_window_s)
+            self._lost_at = None
+        log.info("mqtt connected", host=self.config.host, port=self.config.port, pending=self.outbox.pending(),
+                 session_present=bool(getattr(flags, "session_present", False)))
         client.publish(self.status_topic, _status_payload(self.device, "online"), qos=1, retain=True)
         self.connected.set()
         self._wake.set()
@@ -101,6 +113,8 @@ class MqttSink(Sink):
         if self.connected.is_set():
             log.warning("mqtt disconnected; events stay in the outbox", reason=str(reason))
             self._disconnected_at = time.monotonic()
+            if not self._stop.is_set():
+                self._lost_at = self._disconnected_at
         else:  # dropped before CONNACK (e.g. a refused client certificate under TLS 1.3): say why
             report_connect_failure(client)
         self.connected.clear()
@@ -134,6 +148,7 @@ class MqttSink(Sink):
             self._wake.clear()
             try:
                 self._publish_pending()
+                self._report_storage()
                 if time.monotonic() - last_expiry > 10:
                     last_expiry = time.monotonic()
                     self.outbox.expire()
@@ -164,6 +179,20 @@ class MqttSink(Sink):
         with self._lock:
             self._unmatched.clear()  # what is left answered messages published before a reconnect
 
+    def _report_storage(self) -> None:
+        """Raise storage_degraded when the outbox cannot write, storage_recovered when it can again."""
+        error = self.outbox.degraded
+        if error is not None and self._degraded_since is None:
+            self._degraded_since = time.monotonic()
+            log.error("storage degraded; events are kept in memory and still published", error=error)
+            self.report(StorageDegraded(error=error, in_memory=self.outbox.in_memory()).draft(
+                "", time.time_ns(), "warning"))
+        elif error is None and self._degraded_since is not None:
+            degraded_for = round(time.monotonic() - self._degraded_since, 1)
+            self._degraded_since = None
+            log.info("storage recovered", degraded_for_s=degraded_for)
+            self.report(StorageRecovered(degraded_for_s=degraded_for).draft("", time.time_ns(), "info"))
+
     def drain(self, timeout_s: float) -> bool:
         """Wait until the outbox is empty (or the timeout passes); True if everything was delivered."""
         deadline = time.monotonic() + timeout_s
@@ -178,7 +207,8 @@ class MqttSink(Sink):
         counters = self.outbox.counters
         return {"connected": self.connected.is_set(), "pending": self.outbox.pending(), "stored": counters.stored,
                 "delivered": counters.delivered, "evicted": counters.evicted, "expired": counters.expired,
-                "over_limit": counters.over_limit,
+                "over_limit": counters.over_limit, "storage_degraded": self.outbox.degraded is not None,
+                "in_memory": self.outbox.in_memory(), "replayed": counters.replayed,
                 "write_failures": counters.write_failures, "refused": self.refused, "connects": self.connects,
                 "last_reconnect_s": self.last_connect_s}
 
@@ -195,5 +225,10 @@ class MqttSink(Sink):
         self.outbox.close()
 
 
-def _status_payload(device: str, state: str) -> bytes:
-    return json.dumps({"device": device, "state": state, "time": iso_time(time.time_ns())}).encode()
+def _status_payload(device: str, state: str, timed: bool = True) -> bytes:
+    status = {"device": device, "state": state}
+    if timed:
+        status["time"] = iso_time(time.time_ns())
+    else:
+        status["reason"] = "connection lost"
+    return json.dumps(status).encode()

@@ -10,7 +10,8 @@ is declared on its class, so that one folder and one registry line add a task
   are model manifests, resolved like the shipped ones, any number of them;
 - ``events``: the pydantic models of its event bodies (schema and docs are generated from them);
 - ``simulation``: the config model of its simulated streams for the demo (a :class:`Simulation`);
-- ``commands``: its maintenance commands (``edge-agent reset-baseline`` is the vibration task's).
+- ``commands``: its maintenance commands (``edge-agent reset-baseline`` is the vibration task's);
+- ``check``: its preflight, run by ``validate-config`` and by ``run`` before anything is opened.
 """
 
 from __future__ import annotations
@@ -117,6 +118,16 @@ class Task(abc.ABC, Generic[C]):
         self.config: C = config
         self.context = context
 
+    @classmethod
+    def check(cls, config: C) -> None:
+        """Preflight (``validate-config``, and ``run`` before it connects): raise an EdgeAgentError for what
+        would stop this task from starting. The default loads and verifies every model manifest it names;
+        a task with its own needs (thresholds the model must have, ...) extends it."""
+        from models.runtime import load_manifest
+
+        for path in config.model_paths().values():
+            load_manifest(path)
+
     @abc.abstractmethod
     def process(self, item: SensorMessage | Window) -> list[EventDraft]:
         """Handle one frame or window; raise RejectedInput for unusable input."""
@@ -124,6 +135,10 @@ class Task(abc.ABC, Generic[C]):
     def tick(self, now_ns: int) -> list[EventDraft]:
         """Called about once a second from the task's worker (health scores, offline checks)."""
         return []
+
+    def forget(self, sensor: str) -> None:
+        """Drop what is kept for the sensor (it was least recently seen of more than ``max_sensors``); the
+        agent calls it from the task's worker thread, so it needs no locking."""
 
     @abc.abstractmethod
     def models(self) -> list[ModelRef]:

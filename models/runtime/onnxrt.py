@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.runtime.base import Backend
+from models.runtime.caches import cache_path
 
 if TYPE_CHECKING:
     from models.runtime.manifest import Manifest
@@ -28,13 +29,15 @@ class OnnxRuntimeConfig(BaseModel):
     """Settings of the ONNX Runtime backend."""
 
     model_config = ConfigDict(extra="forbid")
+    cache_field: ClassVar[str] = "engine_cache_dir"
+    cache_folder: ClassVar[str] = "trt-cache"
     kind: Literal["onnxruntime"] = "onnxruntime"
     providers: list[Literal["tensorrt", "cuda", "cpu"]] = Field(
         default=["cpu"], description="execution providers in order of preference; missing ones fall back"
     )
     intra_op_threads: int = Field(default=1, ge=0, description="threads per model run; 0 lets ORT decide")
-    engine_cache_dir: Path = Field(
-        default=Path("/var/lib/edge-agent/trt-cache"), description="TensorRT EP engine cache"
+    engine_cache_dir: Path | None = Field(
+        default=None, description="TensorRT EP engine cache (default: trt-cache in the state directory)"
     )
     fp16: bool = Field(default=True, description="let the TensorRT EP use FP16 where the GPU supports it")
 
@@ -78,10 +81,11 @@ class OnnxRuntimeBackend(Backend):
     @staticmethod
     def _options(provider: str, config: OnnxRuntimeConfig) -> dict[str, str]:
         if provider == "TensorrtExecutionProvider":
-            config.engine_cache_dir.mkdir(parents=True, exist_ok=True)
+            cache = cache_path(config)
+            cache.mkdir(parents=True, exist_ok=True)
             return {
                 "trt_engine_cache_enable": "True",
-                "trt_engine_cache_path": str(config.engine_cache_dir),
+                "trt_engine_cache_path": str(cache),
                 "trt_fp16_enable": str(config.fp16),
             }
         return {}

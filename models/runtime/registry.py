@@ -10,6 +10,7 @@ import numpy as np
 import structlog
 
 from models.runtime.base import Backend, BackendUnavailable
+from models.runtime.caches import cache_path
 from models.runtime.manifest import Manifest, load_manifest
 from models.runtime.onnxrt import OnnxRuntimeBackend, OnnxRuntimeConfig
 from models.runtime.tensorrt import TensorRTConfig
@@ -49,7 +50,7 @@ def load_model(manifest_path: str | Path, config: OnnxRuntimeConfig | TensorRTCo
         if not isinstance(config, TensorRTConfig):
             raise
         fallback = OnnxRuntimeConfig(providers=["tensorrt", "cuda", "cpu"], fp16=config.fp16,
-                                     engine_cache_dir=config.cache_dir / "onnxruntime")
+                                     engine_cache_dir=cache_path(config) / "onnxruntime")
         backend = OnnxRuntimeBackend(manifest, fallback)
         log.warning("native TensorRT backend unavailable; falling back to ONNX Runtime", model=manifest.name,
                     asked="tensorrt", reason=str(error), used=backend.providers)

@@ -18,13 +18,14 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.runtime.base import Backend, BackendUnavailable
+from models.runtime.caches import cache_path
 from models.runtime.manifest import file_sha256
 from sensors.files import write_bytes_atomic
 
@@ -41,10 +42,12 @@ class TensorRTConfig(BaseModel):
     """Settings of the native TensorRT backend (``pip install edge-agent[tensorrt]``; JetPack on Jetson)."""
 
     model_config = ConfigDict(extra="forbid")
+    cache_field: ClassVar[str] = "cache_dir"
+    cache_folder: ClassVar[str] = "trt-engines"
     kind: Literal["tensorrt"] = "tensorrt"
     fp16: bool = Field(default=True, description="build FP16 engines where the GPU supports it")
-    cache_dir: Path = Field(default=Path("/var/lib/edge-agent/trt-engines"),
-                            description="engine cache, keyed by model hash, TensorRT version and GPU")
+    cache_dir: Path | None = Field(default=None, description="engine cache, keyed by model hash, TensorRT version "
+                                   "and GPU (default: trt-engines in the state directory)")
     workspace_mb: int = Field(default=1024, ge=16, description="builder workspace limit")
     max_batch: int = Field(default=16, ge=1,
                            description="largest batch of an engine with a dynamic batch axis; "
@@ -263,7 +266,7 @@ class TensorRTBackend(Backend):
             log.warning("building an FP32 engine", model=manifest.name, reason=why_not)
         model_hash = manifest.sha256 or file_sha256(manifest.onnx_path)
         key = engine_cache_key(model_hash, trt.__version__, gpu_name, self.fp16, profile_text(self.profiles))
-        self.engine_file = engine_path(config.cache_dir, key)
+        self.engine_file = engine_path(cache_path(config), key)
         self.trt_logger = trt.Logger(trt.Logger.WARNING)
         self.engine = self._load_or_build()
         self.context = self.engine.create_execution_context()

@@ -1,8 +1,10 @@
 """Ingest sources: where raw wire bytes come from (MQTT, ZeroMQ, a recording; the agent adds its simulator).
 
 A source hands raw wire bytes to ``deliver`` from its own thread; decoding and validation
-happen in the agent's dispatcher, one place for every source.  Each source is one module that
-declares its class and its config model; :data:`SOURCES` lists them.
+happen in the agent's dispatcher, one place for every source.  A source that acknowledges
+input to its sender (MQTT QoS 1) passes an ``ack`` callback with the bytes: the agent calls
+it once the message produced its events into the outbox, or was rejected or dropped and counted.
+Each source is one module that declares its class and its config model; :data:`SOURCES` lists them.
 """
 
 from __future__ import annotations
@@ -11,14 +13,20 @@ import abc
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import zmq
 from pydantic import BaseModel
 
 from sensors.plugins import Registry
 
-Deliver = Callable[[bytes], None]
+Ack = Callable[[], None]
+
+
+class Deliver(Protocol):
+    """What a source calls with each raw message (and, if it acknowledges input, the acknowledgement)."""
+
+    def __call__(self, raw: bytes, ack: Ack | None = None) -> None: ...
 
 
 @dataclass
@@ -40,6 +48,13 @@ class Source(abc.ABC):
     can_wait: bool = False
     #: set when a finite source (a recording) has delivered everything
     finished: threading.Event
+    #: why a finite source stopped before its end (e.g. a recording damaged half-way), for the exit code
+    error: str | None = None
+
+    @classmethod  # noqa: B027 - an optional hook: most sources have nothing to check
+    def check(cls, config: Any) -> None:
+        """Preflight, before anything is opened: raise an EdgeAgentError for what would stop this source
+        (a missing recording, ...). Connections are not tried here; files the config names are."""
 
     @abc.abstractmethod
     def start(self, deliver: Deliver) -> None:

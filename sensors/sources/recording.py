@@ -9,6 +9,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import Field
 
+from sensors.errors import RecordingError
 from sensors.settings import Strict
 from sensors.sources import Deliver, Source, SourceEnv
 
@@ -37,6 +38,14 @@ class RecordingSource(Source):
         self.thread: threading.Thread | None = None
         self.messages = 0
 
+    @classmethod
+    def check(cls, config: RecordingSourceConfig) -> None:
+        """The recording exists and is MCAP (RecordingError otherwise)."""
+        from sensors.recording import RecordingReader
+
+        with RecordingReader(config.path):
+            pass
+
     def start(self, deliver: Deliver) -> None:
         from sensors.recording import RecordingReader
         from sensors.replay import replay
@@ -49,7 +58,11 @@ class RecordingSource(Source):
                                     path=str(self.config.path), damage=reader.damage)
                     self.messages = replay(reader, lambda topic, data: deliver(data), self.config.speed,
                                            self.stop)
-            except Exception:
+            except RecordingError as error:
+                self.error = str(error)
+                log.error("recording source stopped early", path=str(self.config.path), error=self.error)
+            except Exception as error:
+                self.error = f"{self.config.path}: the recording source failed: {error!r}"
                 log.exception("recording source failed", path=str(self.config.path))
             finally:
                 self.finished.set()

@@ -48,6 +48,14 @@ class QualityTask(Task[QualityConfig]):
         self.ref = ModelRef(manifest.name, manifest.version)
         self.input_name = manifest.inputs[0].name
 
+    @classmethod
+    def check(cls, config: QualityConfig) -> None:
+        """The manifest loads, is a quality model's, and has a threshold for the configured target."""
+        from models.runtime import load_manifest
+
+        typed = QualityManifest(load_manifest(config.model or DEFAULT_MODEL))
+        typed.threshold(config.reject_threshold, config.false_reject_target)
+
     def run_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tile_prob, cell_prob = self.model.run({self.input_name: tiles})
         return tile_prob, cell_prob

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ from models.vibration.runtime.features import (
 from models.vibration.runtime.manifest import VibrationManifest
 from models.vibration.runtime.monitor import Decision, MachineMonitor, StateStore
 from models.vibration.runtime.scorers import Scorer, make_scorer, scorer_class
-from sensors.errors import ConfigError
+from sensors.errors import ConfigError, StateError
 from sensors.wire import Kind, SensorMessage
 
 
@@ -72,11 +73,8 @@ class VibrationTask(Task[VibrationConfig]):
 
     def __init__(self, config: VibrationConfig, context: TaskContext) -> None:
         super().__init__(config, context)
-        self.model: Model | None = None
-        if scorer_class(config.scorer).needs_model:
-            if config.model is None:
-                raise ConfigError(f"vibration: scorer {config.scorer!r} needs a model; set `model` to its manifest")
-            self.model = context.load_model(config.model)
+        path = self._needed_model(config)
+        self.model: Model | None = None if path is None else context.load_model(path)
         self.typed = VibrationManifest(self.model.manifest) if self.model is not None else None
         self.model_ref = (ModelRef(self.model.manifest.name, self.model.manifest.version) if self.model
                           else ModelRef(config.scorer, "builtin"))
@@ -84,6 +82,24 @@ class VibrationTask(Task[VibrationConfig]):
         self.machines: dict[str, _Machine] = {}
         self.last_health = time.monotonic()
         self.last_save = time.monotonic()
+
+    @classmethod
+    def check(cls, config: VibrationConfig) -> None:
+        """The model the scorer needs is there, loads, and is a vibration model's."""
+        from models.runtime import load_manifest
+
+        path = cls._needed_model(config)
+        if path is not None:
+            VibrationManifest(load_manifest(path))
+
+    @staticmethod
+    def _needed_model(config: VibrationConfig) -> Path | None:
+        """The manifest the configured scorer needs (None for a shallow scorer); ConfigError if it is not set."""
+        if not scorer_class(config.scorer).needs_model:
+            return None
+        if config.model is None:
+            raise ConfigError(f"vibration: scorer {config.scorer!r} needs a model; set `model` to its manifest")
+        return config.model
 
     def models(self) -> list[ModelRef]:
         return [self.model_ref]
@@ -135,7 +151,7 @@ class VibrationTask(Task[VibrationConfig]):
                 try:
                     monitor.load_state(saved)
                     note = ""
-                except ValueError as error:
+                except StateError as error:  # a bug's ValueError must surface, not pass for a stale file
                     note = f"saved state not usable: {error}"
         self.machines[sensor] = machine = _Machine(monitor, self._feature_settings(sensor),
                                                    column_index(window.samples.shape[1], names), saved=not note)
@@ -260,6 +276,11 @@ class VibrationTask(Task[VibrationConfig]):
             machine.saved = True
         except OSError as error:
             self.context.log.error("cannot save learnt state", sensor=sensor, error=str(error))
+
+    def forget(self, sensor: str) -> None:
+        machine = self.machines.pop(sensor, None)
+        if machine is not None:  # its learnt state is saved, so it resumes if the sensor comes back
+            self._save(sensor, machine)
 
     def close(self) -> None:
         self._notice_resets()

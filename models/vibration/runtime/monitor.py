@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.vibration.runtime.features import LOG_FEATURES
 from models.vibration.runtime.scorers import Scorer
 from sensors.bearing import FAULT_TYPES
+from sensors.errors import StateError
 from sensors.files import write_json_atomic
 
 STATE_VERSION = 1
@@ -311,11 +312,11 @@ class MachineMonitor:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Resume from :meth:`state`; ValueError (and a fresh start) if it was learnt under other settings."""
+        """Resume from :meth:`state`; StateError (and a fresh start) if it was learnt under other settings."""
         self.reset()
         if state.get("version") != STATE_VERSION or state.get("fingerprint") != self.fingerprint \
                 or state.get("names") != self.names:
-            raise ValueError(f"{self.sensor_id}: saved state was learnt under other settings")
+            raise StateError(f"{self.sensor_id}: saved state was learnt under other settings")
         try:
             self.baseline = [np.asarray(row, dtype=np.float64) for row in state["baseline"]]
             learnt = state["learnt"]
@@ -323,7 +324,7 @@ class MachineMonitor:
                 self._load_learnt(learnt)
         except (KeyError, TypeError, ValueError) as error:
             self.reset()
-            raise ValueError(f"{self.sensor_id}: unusable saved state: {error}") from error
+            raise StateError(f"{self.sensor_id}: unusable saved state: {error}") from error
 
     def _load_learnt(self, learnt: dict[str, Any]) -> None:
         scorer = self.scorer_factory()

@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from models.runtime import Model
+from sensors.errors import ConfigError
 
 
-class ScorerError(ValueError):
+class ScorerError(ConfigError):
     """An unknown scorer name, or a scorer asked for without the model it needs."""
 
 

@@ -1,0 +1,213 @@
+"""Input acknowledged only after use: in-order MQTT acks, windows releasing their chunks, SIGKILL rounds."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+
+from agent.pipeline import Dispatcher
+from agent.stats import Stats
+from agent.testing import stop_client
+from agent.windowing import Windower
+from sensors import topics
+from sensors.mqtt import connect_properties
+from sensors.sources.mqtt import InOrderAcks
+from sensors.wire import Kind, SensorMessage, encode
+from tests.conftest import Broker, agent_config, write_energy_model
+from tests.test_daemon import Daemon, NotifySocket
+from tests.test_faults import record_figure
+
+SIGKILL_ROUNDS = int(os.environ.get("EDGE_AGENT_INPUT_KILL_ROUNDS", "3"))
+
+
+class TestInOrderAcks:
+    def test_acks_leave_in_order_of_receipt(self) -> None:
+        """A message done early waits for every earlier one; then all go, oldest first."""
+        sent: list[int] = []
+        acks = InOrderAcks(lambda mid, qos: sent.append(mid), timeout_s=60)
+        first, second, third = (acks.add(mid, 1) for mid in (7, 8, 9))
+        third()
+        assert sent == []
+        first()
+        assert sent == [7]
+        second()
+        assert sent == [7, 8, 9] and len(acks) == 0
+
+    def test_a_stuck_message_is_acknowledged_after_the_timeout(self) -> None:
+        """A message never done blocks the ones behind it only until the timeout, and is counted."""
+        sent: list[int] = []
+        acks = InOrderAcks(lambda mid, qos: sent.append(mid), timeout_s=0.05)
+        acks.add(1, 1)
+        acks.add(2, 1)()
+        assert sent == []
+        deadline = time.monotonic() + 5
+        while not sent and time.monotonic() < deadline:
+            acks.release()
+            time.sleep(0.01)
+        assert sent == [1, 2] and acks.timed_out == 1
+
+    def test_a_reconnect_forgets_the_old_connections_messages(self) -> None:
+        """After a reset, a late 'done' of an old message sends nothing (its id belongs to the old connection)."""
+        sent: list[int] = []
+        acks = InOrderAcks(lambda mid, qos: sent.append(mid), timeout_s=60)
+        old = acks.add(1, 1)
+        acks.reset()
+        old()
+        assert sent == []
+
+
+class TestDispatcherAcks:
+    def test_input_that_cannot_be_used_is_acknowledged_at_once(self) -> None:
+        """Bytes that fail to decode, and a valid message no task wants, are done with: acknowledged."""
+        acked: list[str] = []
+        dispatcher = Dispatcher(Stats(), 1 << 20, lambda *args: None)
+        dispatcher.submit(b"not a wire message", lambda: acked.append("junk"))
+        dispatcher.submit(encode(frame(0)), lambda: acked.append("unwanted"))
+        assert acked == ["junk", "unwanted"]
+
+
+def chunk(seq: int, acked: list[int], samples: int = 250) -> SensorMessage:
+    data = np.ones((samples, 1), np.float32)
+    return SensorMessage("s1", Kind.VIBRATION, seq, 10**18 + seq * samples * 10**6, data, 1000.0,
+                         ack=lambda: acked.append(seq))
+
+
+class TestWindowAcks:
+    def test_a_chunk_is_acknowledged_once_every_window_holding_it_was_cut(self) -> None:
+        """1 s windows every 0.5 s from 0.25 s chunks: a chunk is released when the buffer has moved past it."""
+        acked: list[int] = []
+        windower = Windower(1.0, 0.5)
+        for seq in range(4):
+            windower.feed(chunk(seq, acked))
+            windower.acknowledge()
+        assert acked == [0, 1]  # the first window [0, 1 s) was cut; chunks 2 and 3 wait for the next one
+        for seq in range(4, 6):
+            windower.feed(chunk(seq, acked))
+            windower.acknowledge()
+        assert acked == [0, 1, 2, 3]
+
+    def test_a_break_releases_the_discarded_partial_window(self) -> None:
+        """Chunks thrown away by a sequence gap are done with (the gap is counted); the new ones wait."""
+        acked: list[int] = []
+        windower = Windower(1.0, 1.0)
+        windower.feed(chunk(0, acked))
+        windower.feed(chunk(1, acked))
+        windower.acknowledge()
+        assert acked == []
+        windower.feed(chunk(5, acked))
+        windower.acknowledge()
+        assert acked == [0, 1]
+
+
+BASE_NS = 1_700_000_000_000_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+CHUNKS_PER_WINDOW = 4  # 250-sample chunks at 1 kHz, 1 s windows
+
+
+def frame(seq: int) -> SensorMessage:
+    """A white raw frame: the probe's energy is 1.0, above its threshold, so every frame gives one event."""
+    return SensorMessage("cam-1", Kind.FRAME, seq, BASE_NS + seq * 10**6, np.full((8, 8), 255, np.uint8))
+
+
+def used_input(path: Path) -> tuple[set[int], set[int]]:
+    """The frames, and the vibration chunks, that became part of an event (a window holds four chunks)."""
+    frames: set[int] = set()
+    chunks: set[int] = set()
+    if not path.exists():
+        return frames, chunks
+    for line in path.read_text().splitlines():
+        if not line.endswith("}"):
+            continue
+        event = json.loads(line)
+        if event["type"] != "energy_high":
+            continue
+        when = datetime.fromisoformat(event["source_time"].replace("Z", "+00:00"))
+        offset_us = round((when - EPOCH).total_seconds() * 1e6) - BASE_NS // 1000
+        if event["sensor"] == "cam-1":
+            frames.add(offset_us // 1000)
+        else:
+            first = offset_us // 10**6
+            chunks.update(range(first, first + CHUNKS_PER_WINDOW))
+    return frames, chunks
+
+
+def open_session(port: int, client_id: str) -> None:
+    """Create the agent's persistent session and subscription, as an earlier run of the agent would have."""
+    subscribed = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect("127.0.0.1", port, clean_start=False, properties=connect_properties(3600))
+    client.loop_start()
+    client.subscribe(topics.sensor_subscription("edge"), qos=1)
+    try:
+        assert subscribed.wait(10), "no SUBACK"
+    finally:
+        stop_client(client)
+
+
+class TestAgentKilled:
+    def test_input_in_flight_when_the_agent_is_killed_still_becomes_events(self, tmp_path: Path,
+                                                                           broker: Broker) -> None:
+        """A publisher sends QoS 1 frames and vibration chunks to the agent's persistent session; the agent is
+        SIGKILLed at random moments with input queued or in half-filled windows; after restarts every frame
+        and every chunk of a complete window became part of an event (duplicates allowed)."""
+        model = write_energy_model(tmp_path / "model")
+        events = tmp_path / "events.jsonl"
+        config = agent_config(tmp_path / "state", model,
+                              [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port, "client_id": "acks-in"}],
+                              [{"kind": "jsonl", "path": str(events)}],
+                              probe={"delay_s": 0.02, "threshold": 0.5, "queue_size": 500})
+        open_session(broker.port, "acks-in")  # the agent's persistent session exists before any input is sent
+        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        publisher.connect("127.0.0.1", broker.port)
+        publisher.loop_start()
+        rng = random.Random(3)
+        seq = 0
+
+        def publish(message: SensorMessage) -> None:
+            topic = topics.sensor_topic("edge", message.kind, message.sensor_id)
+            publisher.publish(topic, encode(message), qos=1).wait_for_publish(5)
+
+        def all_used() -> bool:
+            frames, chunks = used_input(events)
+            return frames >= set(range(seq)) and chunks >= set(range(seq))
+
+        try:
+            for round_number in range(SIGKILL_ROUNDS + 1):
+                notify = NotifySocket(tmp_path / f"notify-{round_number}.sock")
+                daemon = Daemon(tmp_path, config, notify)
+                assert notify.wait_for("READY=1", 30), daemon.log()
+                if round_number == SIGKILL_ROUNDS:  # the last start catches up and stops cleanly
+                    deadline = time.monotonic() + 30
+                    while not all_used() and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                    daemon.stop()
+                    notify.close()
+                    break
+                for _ in range(rng.randint(8, 15) * CHUNKS_PER_WINDOW):  # whole windows over all rounds
+                    publish(frame(seq))
+                    publish(SensorMessage("vib-1", Kind.VIBRATION, seq, BASE_NS + seq * 10**9,
+                                          np.full((250, 1), 2.0, np.float32), 1000.0))
+                    seq += 1
+                time.sleep(rng.uniform(0.1, 0.4))
+                daemon.process.send_signal(signal.SIGKILL)
+                daemon.process.wait(10)
+                notify.close()
+        finally:
+            stop_client(publisher)
+        frames, chunks = used_input(events)
+        lost_frames, lost_chunks = set(range(seq)) - frames, set(range(seq)) - chunks
+        record_figure("input_acks_agent_sigkill", {"rounds": SIGKILL_ROUNDS, "frames": seq, "chunks": seq,
+                                                   "frames_without_event": len(lost_frames),
+                                                   "chunks_without_event": len(lost_chunks)})
+        assert seq and not lost_frames, f"{len(lost_frames)} of {seq} frames never became events"
+        assert not lost_chunks, f"{len(lost_chunks)} of {seq} vibration chunks never became part of an event"
