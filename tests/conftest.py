@@ -1,36 +1,32 @@
-"""Shared fixtures: a real Mosquitto broker on a free port, free ports, tiny ONNX models."""
+"""Shared fixtures and helpers: a real Mosquitto broker on a free port, a tiny real ONNX model and the probe
+task that runs it, agent configs around them. The probe task registers itself when this module is imported
+(a daemon subprocess gets it with ``plugins: [tests.conftest]``); generic helpers live in ``agent.testing``.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
-import paho.mqtt.client as mqtt
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
+from pydantic import Field
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+from agent.events import EventDraft, ModelRef
+from agent.tasks import register_task
+from agent.tasks.base import RejectedInput, Task, TaskConfig, TaskContext
+from agent.testing import MOSQUITTO, Broker, free_port
+from agent.windowing import Window
+from models.runtime import Manifest, write_manifest
+from models.runtime.manifest import TensorSpec
+from sensors.wire import Kind, SensorMessage
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _paho_closes_its_socket_pair() -> Iterator[None]:
-    """Test clients stop like the agent's own (sensors.mqtt.stop_client): paho-mqtt 2.2 otherwise keeps the
-    socket pair of ``loop_start`` open until garbage collection, which warns (an error in this suite)."""
-    original = mqtt.Client.loop_stop
-
-    def loop_stop(self: mqtt.Client) -> mqtt.MQTTErrorCode:
-        result = original(self)
-        self._reset_sockets(sockpair_only=True)
-        return result
-
-    mqtt.Client.loop_stop = loop_stop  # type: ignore[method-assign]
-    yield
-    mqtt.Client.loop_stop = original  # type: ignore[method-assign]
+__all__ = ["MOSQUITTO", "Broker", "ProbeTask", "agent_config", "free_port", "vibration_chunk", "write_energy_model"]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -41,56 +37,6 @@ def _runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     os.environ.pop("EDGE_AGENT_RUNTIME_DIR", None)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Broker:
-    """A Mosquitto process the test owns: it can be killed, paused and restarted on the same port."""
-
-    def __init__(self, directory: Path, port: int, extra_config: str = "", persistent: bool = False) -> None:
-        self.port = port
-        self.config = directory / f"mosquitto-{port}.conf"
-        # persistent: sessions and queued messages saved after every change, as a plant's broker would
-        persistence = (f"persistence true\npersistence_location {directory}/\nautosave_interval 1\n"
-                       "autosave_on_changes true\n") if persistent else "persistence false\n"
-        self.config.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"
-            f"max_queued_messages 100000\n{extra_config}"
-        )
-        self.log = directory / f"mosquitto-{port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Broker:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=log,
-                                            stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start on {self.port}: {self.log.read_text()}")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(5)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """A fresh Mosquitto broker on a free port, stopped after the test."""
@@ -99,3 +45,91 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     running = Broker(tmp_path, free_port()).start()
     yield running
     running.stop()
+
+
+def write_energy_model(folder: Path) -> Path:
+    """An ONNX model computing the mean square of its input (1, n, channels) -> (1,); returns its manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "x"], ["squared"]),
+         helper.make_node("ReduceMean", ["squared"], ["energy"], keepdims=0)],
+        "energy",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n", "c"])],
+        [helper.make_tensor_value_info("energy", TensorProto.FLOAT, [])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, folder / "model.onnx")
+    manifest = Manifest(name="energy-probe", task="probe", version="1.0.0",
+                        inputs=[TensorSpec(name="x", shape=[1, "n", "c"])],
+                        outputs=[TensorSpec(name="energy", shape=[])], thresholds={"alarm": 1.0})
+    return write_manifest(manifest, folder / "manifest.yaml")
+
+
+class ProbeConfig(TaskConfig):
+    """Settings of the probe task."""
+
+    threshold: float = Field(default=1.0, description="energy above which an alarm is raised")
+    delay_s: float = Field(default=0.0, ge=0, description="extra time per item, to simulate a slow model")
+    fatal: bool = Field(default=False, description="end the worker thread on every item, to simulate a crash")
+
+
+class ProbeTask(Task):
+    """Runs the energy model on every window or raw frame; alarms when energy exceeds the threshold."""
+
+    name: ClassVar[str] = "probe"
+    kinds: ClassVar[frozenset[Kind]] = frozenset({Kind.VIBRATION, Kind.AUDIO, Kind.FRAME})
+    config_type: ClassVar[type[TaskConfig]] = ProbeConfig
+
+    def __init__(self, config: TaskConfig, context: TaskContext) -> None:
+        super().__init__(config, context)
+        if config.model is None:
+            raise ValueError("probe task needs a model")
+        self.model = context.load_model(config.model)
+        self.settings: Any = config
+
+    def process(self, item: SensorMessage | Window) -> list[EventDraft]:
+        if isinstance(item, Window):
+            samples, sensor, when = item.samples, item.sensor_id, item.start_ns
+        elif isinstance(item.data, np.ndarray):
+            samples, sensor, when = item.data.reshape(item.data.shape[0], -1) / 255.0, item.sensor_id, \
+                item.timestamp_ns
+        else:
+            raise RejectedInput("probe takes raw frames only")
+        if self.settings.delay_s:
+            time.sleep(self.settings.delay_s)  # a slow model is what this setting simulates
+        if self.settings.fatal:
+            raise SystemExit("probe: simulated fatal error in the worker thread")
+        (energy,) = self.model.run({"x": samples[None].astype(np.float32)})
+        score = float(energy)
+        if score <= self.settings.threshold:
+            return []
+        return [EventDraft("energy_high", sensor, when, "alarm", score, self.models()[0],
+                           {"threshold": self.settings.threshold})]
+
+    def models(self) -> list[ModelRef]:
+        return [ModelRef(self.model.manifest.name, self.model.manifest.version)]
+
+    def close(self) -> None:
+        self.model.close()
+
+
+register_task(ProbeTask)
+
+
+def vibration_chunk(sensor: str, seq: int, amplitude: float, samples: int = 1000,
+                    rate: float = 1000.0) -> SensorMessage:
+    """A chunk of a sine of the given amplitude (energy = amplitude**2 / 2)."""
+    t = (np.arange(samples) + seq * samples) / rate
+    data = (amplitude * np.sin(2 * np.pi * 50 * t)).astype(np.float32)[:, None]
+    return SensorMessage(sensor, Kind.VIBRATION, seq, 1_700_000_000_000_000_000 + seq * 10**9, data, rate)
+
+
+def agent_config(state_dir: Path, model: Path, sources: list[dict[str, Any]], sinks: list[dict[str, Any]],
+                 **extra: Any) -> dict[str, Any]:
+    """A config dict with the probe task on 1 s windows."""
+    return {"device": "test-device", "state_dir": str(state_dir), "sources": sources, "sinks": sinks,
+            "log": {"level": "info", "format": "json"}, "stats_interval_s": 1,
+            "tasks": {"probe": {"model": str(model), "window_s": 1.0, "hop_s": 1.0,
+                                **extra.pop("probe", {})}},
+            **extra}

@@ -3,64 +3,24 @@
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import jsonschema
-import paho.mqtt.client as mqtt
 import pytest
 import zmq
 
-from agent.config import parse_config
-from agent.daemon import Agent
 from agent.events import schema
+from agent.testing import RunningAgent, publisher, stop_client, subscriber, wait_until, zmq_socket
 from sensors import topics
 from sensors.wire import Kind, encode
-from tests.conftest import Broker, free_port
-from tests.support import agent_config, vibration_chunk, write_energy_model
-
-
-class RunningAgent:
-    """An agent running its supervision loop on a thread, stopped by the test."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.agent = Agent(parse_config(config))
-        self.agent.start()
-        self.thread = threading.Thread(target=self.agent.run, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.agent.stop_requested.set()
-        self.thread.join(20)
+from tests.conftest import Broker, agent_config, free_port, vibration_chunk, write_energy_model
 
 
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
     return write_energy_model(tmp_path / "model")
-
-
-def subscriber(port: int, topic: str) -> tuple[mqtt.Client, queue.Queue[mqtt.MQTTMessage]]:
-    received: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-    ready = threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
-    client.on_subscribe = lambda *_: ready.set()
-    client.on_message = lambda c, u, m: received.put(m)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    assert ready.wait(5), "subscription not acknowledged"
-    return client, received
-
-
-def publisher(port: int) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    return client
 
 
 @pytest.fixture
@@ -78,42 +38,46 @@ class TestMqttEndToEnd:
         """A loud vibration chunk published to MQTT yields an alarm on the task's alert topic."""
         client, received = subscriber(broker.port, "edge/test-device/events/#")
         sensors = publisher(broker.port)
-        for seq in range(3):
-            message = vibration_chunk("pump-1", seq, amplitude=3.0)
-            sensors.publish(topics.sensor_topic("edge", Kind.VIBRATION, "pump-1"), encode(message), qos=1)
-        alert = received.get(timeout=15)
+        try:
+            broker.wait_for_subscription("edge/sensors/+/+")  # the agent's source is listening
+            for seq in range(3):
+                message = vibration_chunk("pump-1", seq, amplitude=3.0)
+                sensors.publish(topics.sensor_topic("edge", Kind.VIBRATION, "pump-1"), encode(message), qos=1)
+            alert = received.get(timeout=15)
+        finally:
+            stop_client(client)
+            stop_client(sensors)
         event = json.loads(alert.payload)
         jsonschema.validate(event, schema())
         assert alert.topic == "edge/test-device/events/probe/energy_high"
         assert event["sensor"] == "pump-1" and event["severity"] == "alarm"
         assert event["model"] == {"name": "energy-probe", "version": "1.0.0"}
         assert event["score"] == pytest.approx(4.5, rel=1e-3)
-        client.loop_stop()
-        sensors.loop_stop()
 
     def test_quiet_sensor_raises_nothing_and_bad_bytes_reach_the_error_topic(
             self, mqtt_agent: RunningAgent, broker: Broker) -> None:
         """A quiet signal yields no alert; garbage is rejected on the error topic and counted."""
         client, received = subscriber(broker.port, "edge/test-device/#")
         sensors = publisher(broker.port)
-        for seq in range(2):
-            sensors.publish("edge/sensors/vibration/pump-2", encode(vibration_chunk("pump-2", seq, 0.1)), qos=1)
-        sensors.publish("edge/sensors/vibration/pump-2", b"not a wire message", qos=1)
-        message = received.get(timeout=10)
-        while message.topic.endswith("/status"):
+        try:
+            broker.wait_for_subscription("edge/sensors/+/+")  # the agent's source is listening
+            for seq in range(2):
+                sensors.publish("edge/sensors/vibration/pump-2", encode(vibration_chunk("pump-2", seq, 0.1)), qos=1)
+            sensors.publish("edge/sensors/vibration/pump-2", b"not a wire message", qos=1)
             message = received.get(timeout=10)
+            while message.topic.endswith("/status"):
+                message = received.get(timeout=10)
+        finally:
+            stop_client(client)
+            stop_client(sensors)
         assert message.topic == "edge/test-device/errors"
         error = json.loads(message.payload)
         jsonschema.validate(error, schema())
         assert error["type"] == "input_rejected" and "too short" in error["body"]["reason"]
-        deadline = time.monotonic() + 5
-        while mqtt_agent.agent.stats.snapshot()["undecodable"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: mqtt_agent.agent.stats.snapshot()["undecodable"] >= 1)
         snapshot = mqtt_agent.agent.stats.snapshot()
         assert snapshot["undecodable"] == 1
         assert snapshot["sensors"]["pump-2"]["received"] == 2
-        client.loop_stop()
-        sensors.loop_stop()
 
 
 class TestAttachments:
@@ -132,7 +96,7 @@ class TestAttachments:
             message = received.get(timeout=10)
         finally:
             sink.close()
-            client.loop_stop()
+            stop_client(client)
         assert message.topic == f"edge/line-1/images/quality/{event['event_id']}"
         assert message.payload == jpeg
 
@@ -145,23 +109,23 @@ class TestZmqEndToEnd:
             tmp_path / "state", model,
             [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{inbound}", "socket": "pull"}],
             [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{outbound}"}]))
-        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        events = context.socket(zmq.SUB)
-        events.setsockopt(zmq.SUBSCRIBE, b"edge/test-device/events/")
-        events.connect(f"tcp://127.0.0.1:{outbound}")
-        push = context.socket(zmq.PUSH)
-        push.connect(f"tcp://127.0.0.1:{inbound}")
         try:
-            time.sleep(0.3)  # PUB/SUB joins asynchronously
-            for seq in range(3):
-                push.send(encode(vibration_chunk("fan-1", seq, amplitude=2.0)))
-            assert events.poll(15_000), "no event on the PUB socket"
-            topic, payload = events.recv_multipart()
-            event = json.loads(payload)
-            jsonschema.validate(event, schema())
-            assert topic == b"edge/test-device/events/probe/energy_high"
-            assert event["sensor"] == "fan-1"
+            with zmq_socket(zmq.SUB, f"tcp://127.0.0.1:{outbound}", subscribe=b"edge/test-device/events/") as events, \
+                    zmq_socket(zmq.PUSH, f"tcp://127.0.0.1:{inbound}") as push:
+                # PUB/SUB joins asynchronously: loud chunks go on until the first event comes through
+                seq = 0
+
+                def event_arrived() -> bool:
+                    nonlocal seq
+                    push.send(encode(vibration_chunk("fan-1", seq, amplitude=2.0)))
+                    seq += 1
+                    return bool(events.poll(200))
+
+                wait_until(event_arrived, timeout=30, interval=0, message="no event on the PUB socket")
+                topic, payload = events.recv_multipart()
         finally:
-            push.close(0)
-            events.close(0)
             running.stop()
+        event = json.loads(payload)
+        jsonschema.validate(event, schema())
+        assert topic == b"edge/test-device/events/probe/energy_high"
+        assert event["sensor"] == "fan-1"

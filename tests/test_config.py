@@ -9,7 +9,7 @@ import yaml
 
 from agent.config import ConfigError, load_config, parse_config
 from agent.sinks.mqtt import MqttSinkConfig
-from tests.support import ProbeTask  # noqa: F401 - registers the probe task
+from tests.conftest import ProbeTask  # noqa: F401 - registers the probe task
 
 REPO = Path(__file__).resolve().parents[1]
 MINIMAL = {"device": "d1", "sources": [{"kind": "zmq", "endpoint": "tcp://127.0.0.1:5556"}],

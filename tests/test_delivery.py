@@ -17,10 +17,9 @@ from agent.events import EventDraft, dumps, finalize
 from agent.outbox import Outbox
 from agent.sinks import Outgoing, SinkEnv
 from agent.sinks.mqtt import MqttSink, MqttSinkConfig
+from agent.testing import Subscriber
 from sensors.wire import encode
-from tests.conftest import Broker, free_port
-from tests.mqtt_subscriber import Subscriber
-from tests.support import agent_config, vibration_chunk, write_energy_model
+from tests.conftest import Broker, agent_config, free_port, vibration_chunk, write_energy_model
 from tests.test_daemon import Daemon, NotifySocket
 from tests.test_faults import Collector, jsonl_ids, record_figure
 

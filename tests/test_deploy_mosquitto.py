@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import getpass
 import glob
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
 import threading
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -23,8 +22,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from agent.testing import CertPair, Pki, make_pki, stop_client, wait_for_listener, wait_until
 from tests.conftest import MOSQUITTO, free_port
-from tests.tls import CertPair, Pki, make_pki
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
 # Accounts by role, as acl.sh takes them; "stranger" has a certificate from the site's CA but no ACL block.
@@ -96,15 +95,7 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     with log.open("ab") as output:
         process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=output, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"mosquitto did not start: {log.read_text()}") from None
-                time.sleep(0.05)
+        wait_for_listener(port, process, log)
         yield SecureBroker(port, pki, log)
     finally:
         process.terminate()
@@ -157,17 +148,16 @@ class Session:
         """Publish with QoS 1 and return the reason code of the broker's PUBACK."""
         info = self.client.publish(topic, payload, qos=1, retain=retain)
 
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
+        def acknowledged() -> bool:
             with self.lock:
-                if info.mid in self.puback:
-                    return self.puback[info.mid]
-            time.sleep(0.01)
-        raise AssertionError(f"no PUBACK for {topic}")
+                return info.mid in self.puback
+
+        wait_until(acknowledged, TIMEOUT, message=f"no PUBACK for {topic}")
+        with self.lock:
+            return self.puback[info.mid]
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
         close_socket(self.client)
 
 
@@ -217,9 +207,8 @@ def connect(broker: SecureBroker, user: str, ca: Path | None = None, pair: CertP
     if failure is not None:
         return session, failure
     client.loop_start()
-    deadline = time.monotonic() + TIMEOUT
-    while not (session.connack.is_set() or session.disconnected.is_set()) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    with contextlib.suppress(TimeoutError):  # a session that never hears back is reported as not connected
+        wait_until(lambda: session.connack.is_set() or session.disconnected.is_set(), TIMEOUT)
     if not session.connected:
         session.close()
     return session, None
@@ -241,12 +230,11 @@ def sessions(secure_broker: SecureBroker) -> Iterator[dict[str, Session]]:
 
 
 def wait_for(session: Session, topic: str, payload: bytes) -> bool:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        if payload in session.received(topic):
-            return True
-        time.sleep(0.01)
-    return False
+    """Whether ``payload`` arrives on ``topic`` within TIMEOUT s."""
+    try:
+        return wait_until(lambda: payload in session.received(topic), TIMEOUT)
+    except TimeoutError:
+        return False
 
 
 def refused(session: Session, topic: str, retain: bool = False) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -19,10 +20,10 @@ import zmq
 from agent.daemon import current_rss_mb
 from agent.sinks import SinkEnv
 from agent.sinks.mqtt import MqttSink, MqttSinkConfig
+from agent.testing import stop_client, wait_until, zmq_socket
 from sensors.mqtt import connect_properties
 from sensors.wire import Kind, SensorMessage, encode
-from tests.conftest import Broker, free_port
-from tests.support import agent_config, vibration_chunk, write_energy_model
+from tests.conftest import Broker, agent_config, free_port, vibration_chunk, write_energy_model
 from tests.test_agent_integration import RunningAgent
 from tests.test_daemon import Daemon, NotifySocket
 
@@ -63,7 +64,9 @@ class Collector:
         # a persistent session: what arrives while the collector reconnects is queued for it
         self.client.connect_async("127.0.0.1", port, 5, clean_start=False, properties=connect_properties(3600))
         self.client.loop_start()
-        self.subscribed.wait(10)
+        if not self.subscribed.wait(10):
+            self.close()
+            raise TimeoutError(f"collector not subscribed to {topic}")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self.lock:
@@ -74,14 +77,13 @@ class Collector:
             return [event["event_id"] for event in self.events]
 
     def wait_for(self, wanted: set[str], timeout: float) -> set[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not wanted <= set(self.ids()):
-            time.sleep(0.1)
+        """What of ``wanted`` has still not arrived after ``timeout`` s (empty as soon as all did)."""
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: wanted <= set(self.ids()), timeout, 0.05)
         return wanted - set(self.ids())
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        stop_client(self.client)
 
 
 def per_topic_order_kept(events: list[dict[str, Any]]) -> bool:
@@ -113,6 +115,7 @@ def saving_broker(tmp_path: Path, autosave: str) -> Broker:
     return Broker(tmp_path, free_port(), extra_config=periodic).start()
 
 
+@pytest.mark.timeout(120 + 60 * BROKER_KILL_ROUNDS)
 class TestBrokerKilled:
     @pytest.mark.parametrize("autosave", ["on_changes", "periodic"])
     def test_events_produced_while_the_broker_is_down_all_arrive(self, tmp_path: Path, autosave: str) -> None:
@@ -122,6 +125,7 @@ class TestBrokerKilled:
         saves only periodically) are published again from the outbox's replay window, so they arrive too;
         they are counted apart and reported. Nothing stays unacknowledged in the outbox.
         """
+        stack = contextlib.ExitStack()
         broker = saving_broker(tmp_path, autosave)
         Collector(broker.port).close()  # the collector's persistent session...
         broker.stop()  # ...saved by a clean stop, as a long-running broker would have saved it
@@ -136,8 +140,7 @@ class TestBrokerKilled:
         sink = running.agent.sinks[0]
         assert isinstance(sink, MqttSink)
         collector = Collector(broker.port)
-        push = zmq.Context.instance().socket(zmq.PUSH)
-        push.connect(f"tcp://127.0.0.1:{inbound}")
+        push = stack.enter_context(zmq_socket(zmq.PUSH, f"tcp://127.0.0.1:{inbound}"))
         reconnects: list[float] = []
         around_kill: set[str] = set()
         while_down: set[str] = set()
@@ -148,10 +151,13 @@ class TestBrokerKilled:
             for _ in range(count):
                 push.send(encode(vibration_chunk("pump-1", seq, 3.0)))
                 seq += 1
-                time.sleep(spacing_s)
+                time.sleep(spacing_s)  # the stream's pace is part of the scenario
+
+        def all_processed() -> bool:  # every chunk is one 1 s window, loud: one event each
+            return len(jsonl_ids(events)) == seq
 
         try:
-            time.sleep(0.5)
+            wait_until(sink.connected.is_set, 30)
             for round_number in range(BROKER_KILL_ROUNDS):
                 collector.wait_for(set(jsonl_ids(events)) - around_kill, 30)  # the collector is caught up
                 consumer_away = round_number % 2 == 1
@@ -160,20 +166,20 @@ class TestBrokerKilled:
                 before = set(jsonl_ids(events))
                 send(15, 0.02)
                 send(5, 0.0)
-                deadline = time.monotonic() + 10
-                while consumer_away and sink.outbox.pending() and time.monotonic() < deadline:
-                    time.sleep(0.02)
+                if consumer_away:  # kill once the broker acknowledged everything (and holds it for the collector)
+                    with contextlib.suppress(TimeoutError):
+                        wait_until(lambda: not sink.outbox.pending(), 10)
                 broker.kill()  # while the last events are being processed and published (or just acknowledged)
-                time.sleep(0.3)
+                wait_until(all_processed, 30)
                 around_kill |= set(jsonl_ids(events)) - before
                 before = set(jsonl_ids(events))
                 send(20, 0.02)
-                time.sleep(1.0 + round_number % 4)
+                wait_until(all_processed, 30)
+                time.sleep(1.0 + round_number % 4)  # outages of 1-4 s are the scenario, not a wait
                 while_down |= set(jsonl_ids(events)) - before
                 started = time.monotonic()
                 broker.start()
-                while not sink.connected.is_set() and time.monotonic() - started < 30:
-                    time.sleep(0.02)
+                wait_until(sink.connected.is_set, 30, message="the sink did not reconnect")
                 reconnects.append(time.monotonic() - started)
                 if consumer_away:
                     collector.open()
@@ -183,7 +189,7 @@ class TestBrokerKilled:
             lost_by_broker = around_kill - set(collector.ids())
             assert sink.drain(10), "events left unacknowledged in the outbox"
         finally:
-            push.close(0)
+            stack.close()
             running.stop()
             collector.close()
             broker.stop()
@@ -198,6 +204,7 @@ class TestBrokerKilled:
         assert per_topic_order_kept(collector.events)
 
 
+@pytest.mark.timeout(300)  # six daemon starts, each slow on a loaded machine
 class TestAgentKilled:
     def test_sigkill_at_random_moments_loses_nothing(self, tmp_path: Path) -> None:
         """Over several rounds the agent is SIGKILLed while publishing; after restarts every stored event arrives."""
@@ -209,31 +216,32 @@ class TestAgentKilled:
                               [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port, "max_inflight": 5},
                                {"kind": "jsonl", "path": str(tmp_path / "events.jsonl")}])
         rng = random.Random(5)
-        push = zmq.Context.instance().socket(zmq.PUSH)
-        push.setsockopt(zmq.SNDTIMEO, 2000)
-        push.connect(f"tcp://127.0.0.1:{inbound}")
         seq, rounds = 0, 6
+        daemon: Daemon | None = None
+        notify: NotifySocket | None = None
         try:
-            for _ in range(rounds):
-                notify = NotifySocket(tmp_path / f"notify-{seq}.sock")
-                daemon = Daemon(tmp_path, config, notify)
-                assert notify.wait_for("READY=1", 30), daemon.log()
-                for _ in range(rng.randint(20, 60)):
-                    push.send(encode(vibration_chunk("pump-1", seq, 3.0)))
-                    seq += 1
-                time.sleep(rng.uniform(0.0, 0.5))
-                daemon.process.send_signal(signal.SIGKILL)
-                daemon.process.wait(10)
-                notify.close()
+            with zmq_socket(zmq.PUSH, f"tcp://127.0.0.1:{inbound}") as push:
+                for _ in range(rounds):
+                    notify = NotifySocket(tmp_path / f"notify-{seq}.sock")
+                    daemon = Daemon(tmp_path, config, notify)
+                    assert notify.wait_for("READY=1", 30), daemon.log()
+                    for _ in range(rng.randint(20, 60)):
+                        push.send(encode(vibration_chunk("pump-1", seq, 3.0)))
+                        seq += 1
+                    time.sleep(rng.uniform(0.0, 0.5))  # a random moment to kill at is the scenario
+                    daemon.process.send_signal(signal.SIGKILL)
+                    daemon.process.wait(10)
+                    notify.close()
             notify = NotifySocket(tmp_path / "notify-final.sock")
             daemon = Daemon(tmp_path, config, notify)  # the last start drains what is left
             assert notify.wait_for("READY=1", 30)
             produced = set(jsonl_ids(tmp_path / "events.jsonl"))
             missing = collector.wait_for(produced, 60)
-            daemon.stop()
-            notify.close()
         finally:
-            push.close(0)
+            if daemon is not None:
+                daemon.stop()
+            if notify is not None:
+                notify.close()
             collector.close()
             broker.stop()
         duplicates = len(collector.ids()) - len(set(collector.ids()))
@@ -253,15 +261,13 @@ class TestSilentBroker:
         sink = MqttSink(config, SinkEnv("silent-test", tmp_path / "state"))
         try:
             assert sink.connected.wait(10)
-            assert broker.process is not None
-            broker.process.send_signal(signal.SIGSTOP)
+            broker.pause()
             started = time.monotonic()
-            while sink.connected.is_set() and time.monotonic() - started < 3 * keepalive:
-                time.sleep(0.05)
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: not sink.connected.is_set(), 3 * keepalive, 0.05)
             detected = time.monotonic() - started
         finally:
-            if broker.process is not None:
-                broker.process.send_signal(signal.SIGCONT)
+            broker.resume()
             sink.close()
             broker.stop()
         record_figure("silent_broker_detect_s", round(detected, 2))
@@ -274,14 +280,15 @@ class TestSilentBroker:
         server = socket.socket()
         server.bind(("127.0.0.1", 0))
         server.listen(5)
+        server.settimeout(10)  # bounded: a sink that never connects fails the test instead of hanging it
         config = MqttSinkConfig(kind="mqtt", host="127.0.0.1", port=server.getsockname()[1], keepalive_s=2)
         sink = MqttSink(config, SinkEnv("mute-test", tmp_path / "state"))
         try:
             conn, _ = server.accept()
             with conn:
                 started = time.monotonic()
-                closed = conn.recv(4096) is not None  # the CONNECT arrives...
                 conn.settimeout(5)
+                closed = conn.recv(4096) is not None  # the CONNECT arrives...
                 while conn.recv(4096):  # ...and paho closes the socket when no CONNACK comes
                     pass
                 waited = time.monotonic() - started
@@ -292,6 +299,7 @@ class TestSilentBroker:
             server.close()
 
 
+@pytest.mark.timeout(120 + OVERLOAD_S)
 class TestOverload:
     def test_twice_the_capacity_stays_bounded_and_recovers(self, tmp_path: Path) -> None:
         """At 2x capacity: memory bounded, frames dropped oldest-first and counted, gaps counted, then recovery."""
@@ -301,8 +309,8 @@ class TestOverload:
                               [{"kind": "jsonl", "path": str(tmp_path / "events.jsonl")}],
                               probe={"delay_s": 0.01, "queue_size": 20, "threshold": 1e9})
         running = RunningAgent(config)
-        push = zmq.Context.instance().socket(zmq.PUSH)
-        push.connect(f"tcp://127.0.0.1:{inbound}")
+        stack = contextlib.ExitStack()
+        push = stack.enter_context(zmq_socket(zmq.PUSH, f"tcp://127.0.0.1:{inbound}"))
         frame = np.zeros((48, 64), np.uint8)
         duration, rate = OVERLOAD_S, 200  # the task does ~100 items/s; half frames, half vibration chunks
         rss = [current_rss_mb()]
@@ -314,19 +322,18 @@ class TestOverload:
                 sent += 1
                 if sent % rate == 0:
                     rss.append(current_rss_mb())
-                time.sleep(max(0.0, started + sent * 2 / rate - time.monotonic()))
-            time.sleep(1.0)  # load falls
+                time.sleep(max(0.0, started + sent * 2 / rate - time.monotonic()))  # the offered rate
+            # load falls: the bounded queue drains
+            wait_until(lambda: not running.agent.workers["probe"].queue, 30, 0.05, "the queue never drained")
             stats = running.agent.stats.snapshot()
             queued_after = len(running.agent.workers["probe"].queue)
-            push.send(encode(SensorMessage("cam-1", Kind.FRAME, sent, 10**18 + sent, frame)))
             processed = running.agent.stats.snapshot()["tasks"]["probe"]["processed"]
-            deadline = time.monotonic() + 5
-            while running.agent.stats.snapshot()["tasks"]["probe"]["processed"] == processed \
-                    and time.monotonic() < deadline:
-                time.sleep(0.01)
+            push.send(encode(SensorMessage("cam-1", Kind.FRAME, sent, 10**18 + sent, frame)))
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: running.agent.stats.snapshot()["tasks"]["probe"]["processed"] > processed, 10)
             recovered = running.agent.stats.snapshot()["tasks"]["probe"]["processed"] > processed
         finally:
-            push.close(0)
+            stack.close()
             running.stop()
         growth = max(rss[len(rss) // 3:]) - rss[len(rss) // 3]
         record_figure("overload", {"seconds": duration, "messages": sent * 2, "rss_start_mb": round(rss[0], 1),
@@ -355,24 +362,22 @@ class TestCurve:
               "curve": {"secret_key": {"file": str(tmp_path / "server.key")}, "public_key": server_public.decode(),
                         "allowed_clients": [good_public.decode()]}}],
             [{"kind": "jsonl", "path": str(tmp_path / "events.jsonl")}]))
-        context = zmq.Context.instance()
+        endpoint = f"tcp://127.0.0.1:{inbound}"
         try:
-            for name, (public, secret) in {"intruder": (bad_public, bad_secret),
-                                           "sensor": (good_public, good_secret)}.items():
-                sender = context.socket(zmq.PUSH)
-                sender.curve_serverkey, sender.curve_publickey, sender.curve_secretkey = server_public, public, secret
-                sender.connect(f"tcp://127.0.0.1:{inbound}")
+            # a refused handshake leaves the PUSH socket without a peer, where send would block for ever
+            with zmq_socket(zmq.PUSH, endpoint, timeout_ms=2000, curve_serverkey=server_public,
+                            curve_publickey=bad_public, curve_secretkey=bad_secret) as intruder, \
+                    contextlib.suppress(zmq.Again):
                 for seq in range(3):
-                    sender.send(encode(vibration_chunk(name, seq, 3.0)), flags=0)
-                time.sleep(1.0)
-                sender.close(0)
+                    intruder.send(encode(vibration_chunk("intruder", seq, 3.0)))
+            with zmq_socket(zmq.PUSH, endpoint, curve_serverkey=server_public, curve_publickey=good_public,
+                            curve_secretkey=good_secret) as sender:
+                for seq in range(3):
+                    sender.send(encode(vibration_chunk("sensor", seq, 3.0)))
+                wait_until(lambda: running.agent.stats.snapshot()["sensors"].get("sensor", {}).get("received") == 3,
+                           message="the allowed sensor's chunks did not arrive")
             sensors = running.agent.stats.snapshot()["sensors"]
         finally:
             running.stop()
         assert "intruder" not in sensors
         assert sensors["sensor"]["received"] == 3
-
-
-@pytest.fixture(autouse=True)
-def _quiet_zmq() -> None:
-    zmq.Context.instance().setsockopt(zmq.LINGER, 0)

@@ -16,13 +16,13 @@ import paho.mqtt.client as mqtt
 
 from agent.pipeline import Dispatcher
 from agent.stats import Stats
+from agent.testing import stop_client
 from agent.windowing import Windower
 from sensors import topics
 from sensors.mqtt import connect_properties
 from sensors.sources.mqtt import InOrderAcks
 from sensors.wire import Kind, SensorMessage, encode
-from tests.conftest import Broker
-from tests.support import agent_config, write_energy_model
+from tests.conftest import Broker, agent_config, write_energy_model
 from tests.test_daemon import Daemon, NotifySocket
 from tests.test_faults import record_figure
 
@@ -151,8 +151,7 @@ def open_session(port: int, client_id: str) -> None:
     try:
         assert subscribed.wait(10), "no SUBACK"
     finally:
-        client.disconnect()
-        client.loop_stop()
+        stop_client(client)
 
 
 class TestAgentKilled:
@@ -204,8 +203,7 @@ class TestAgentKilled:
                 daemon.process.wait(10)
                 notify.close()
         finally:
-            publisher.disconnect()
-            publisher.loop_stop()
+            stop_client(publisher)
         frames, chunks = used_input(events)
         lost_frames, lost_chunks = set(range(seq)) - frames, set(range(seq)) - chunks
         record_figure("input_acks_agent_sigkill", {"rounds": SIGKILL_ROUNDS, "frames": seq, "chunks": seq,

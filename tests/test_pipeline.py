@@ -17,7 +17,7 @@ from agent.stats import Stats
 from agent.tasks.base import RejectedInput
 from agent.windowing import Windower
 from sensors.wire import Kind, SensorMessage, encode
-from tests.support import vibration_chunk
+from tests.conftest import vibration_chunk
 
 
 def chunk(seq: int, samples: int = 100, rate: float = 1000.0, channels: int = 1) -> SensorMessage:
@@ -170,7 +170,7 @@ class TestRejectionReporter:
         reporter("s1", "bad")
         reporter("s1", "bad")
         reporter("s1", "bad")
-        time.sleep(0.06)
+        time.sleep(0.06)  # the reporting interval passing is what is tested
         reporter("s1", "bad")
         assert [d.body["suppressed_since_last"] for d in emitted] == [0, 2]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from agent.daemon import Agent
 from agent.schema import build_schema, render_docs
 from agent.schema.__main__ import main as schema_main
 from agent.tasks import TASKS, task_commands
+from agent.testing import wait_until
 from sensors.plugins import Registry
 from tests.plugin_task.task import LevelTask
 
@@ -39,14 +39,13 @@ def level_config(tmp_path: Path) -> dict[str, object]:
 
 
 def wait_for_events(path: Path, event_type: str, timeout_s: float = 30) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists():
-            events = [json.loads(line) for line in path.read_text().splitlines()]
-            if any(event["type"] == event_type for event in events):
-                return events
-        time.sleep(0.1)
-    raise AssertionError(f"no {event_type} event in {path} within {timeout_s} s")
+    """The events written so far, once one of ``event_type`` is among them."""
+    def events() -> list[dict[str, Any]]:
+        lines = path.read_text().splitlines() if path.exists() else []
+        found = [json.loads(line) for line in lines if line.endswith("}")]  # not a half-written line
+        return found if any(event["type"] == event_type for event in found) else []
+
+    return wait_until(events, timeout_s, 0.1, f"no {event_type} event in {path} within {timeout_s} s")
 
 
 class TestAddingATask:

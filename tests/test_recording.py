@@ -18,6 +18,7 @@ import zmq
 from mcap.reader import make_reader
 from PIL import Image
 
+from agent.testing import Subscriber
 from sensors.errors import BrokerError
 from sensors.recording import (
     MESSAGE_ENCODING,
@@ -32,7 +33,6 @@ from sensors.replay import MqttPublisher, ZmqPublisher, replay
 from sensors.topics import DEFAULT_PREFIX, sensor_topic
 from sensors.wire import Encoding, Kind, SensorMessage, decode, encode
 from tests.conftest import Broker, free_port
-from tests.mqtt_subscriber import Subscriber
 
 T0 = 1_795_939_200_000_000_000
 STEP_NS = 100_000_000  # 0.1 s
@@ -200,7 +200,7 @@ class TestDamagedFiles:
             "for log_time, _, wire in stream(10):\n"
             "    writer.write(wire, log_time)\n"
             "print('written', flush=True)\n"
-            "time.sleep(60)\n"
+            "time.sleep(60)\n"  # killed while it waits: the kill is the test
         )
         with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                               cwd=Path(__file__).resolve().parents[1]) as process:
@@ -302,6 +302,8 @@ class TestZmqReplay:
 
         def make(kind: int) -> zmq.Socket[bytes]:
             sockets.append(context.socket(kind))
+            sockets[-1].setsockopt(zmq.RCVTIMEO, 10_000)  # a missing message fails the test, not hangs it
+            sockets[-1].setsockopt(zmq.LINGER, 0)
             return sockets[-1]
 
         yield make

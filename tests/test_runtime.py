@@ -10,7 +10,7 @@ import structlog
 
 from models.runtime import ManifestError, TensorRTConfig, load_manifest, load_model
 from models.runtime.onnxrt import OnnxRuntimeConfig, choose_providers
-from tests.support import write_energy_model
+from tests.conftest import write_energy_model
 
 
 class TestManifest:

@@ -15,6 +15,7 @@ from agent.config import parse_config
 from agent.events import EventDraft, dumps, finalize
 from agent.sinks import Outgoing, SinkEnv
 from agent.sinks.mqtt import MqttSink, MqttSinkConfig
+from agent.testing import wait_until
 from tests.test_deploy_mosquitto import PASSWORD, SecureBroker
 from tests.test_deploy_mosquitto import secure_broker as secure_broker  # the module-scoped fixture
 
@@ -64,10 +65,7 @@ class TestAgentTls:
             try:
                 event = finalize(EventDraft("probe", "s1", time.time_ns()), "device-01", "agent")
                 sink.send(Outgoing(event, dumps(event)))
-                deadline = time.monotonic() + 10
-                while not any(e["event"].startswith("mqtt connection failed") for e in logs) \
-                        and time.monotonic() < deadline:
-                    time.sleep(0.1)
+                wait_until(lambda: any(e["event"].startswith("mqtt connection failed") for e in logs))
                 assert not sink.connected.is_set()
                 assert sink.outbox.pending() == 1
             finally:
@@ -94,11 +92,19 @@ class TestSecretsStayOutOfLogs:
         try:
             agent = Agent(config)
             agent.start()
-            time.sleep(2.5)  # connection attempts fail and are logged
-            stats = agent.report_stats()
-            agent.stop()
+            try:
+                outputs: list[str] = []
+
+                def both_failed() -> bool:  # the source's and the sink's connection attempts fail and are logged
+                    outputs.append(capsys.readouterr().out)
+                    return "".join(outputs).count("mqtt connection failed") >= 2
+
+                wait_until(both_failed)
+                stats = agent.report_stats()
+            finally:
+                agent.stop()
         finally:
             structlog.reset_defaults()
-        output = capsys.readouterr().out
+        output = "".join(outputs) + capsys.readouterr().out
         assert "mqtt connection failed" in output
         assert secret not in output and secret not in json.dumps(stats) and secret not in repr(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import threading
@@ -18,6 +19,7 @@ import structlog
 import yaml
 import zmq
 
+from agent import testing
 from agent.config import parse_config
 from agent.daemon import Agent
 from agent.events import EventDraft
@@ -26,24 +28,19 @@ from agent.quarantine import Quarantine, QuarantineConfig
 from agent.sinks import SinkEnv
 from agent.sinks.mqtt import MqttSink, MqttSinkConfig
 from agent.stats import Stats
+from agent.testing import stop_client
 from agent.windowing import Windower
 from sensors.sources import SourceEnv
 from sensors.sources.mqtt import MqttSource, MqttSourceConfig
 from sensors.wire import Encoding, Kind, SensorMessage, encode
-from tests.conftest import Broker, free_port
-from tests.support import ProbeTask, agent_config, vibration_chunk, write_energy_model
+from tests.conftest import Broker, ProbeTask, agent_config, free_port, vibration_chunk, write_energy_model
 from tests.test_vibration_task import make_task, run, windows
 
 JPEG_JUNK = b"\xff\xd8\xff" + b"\0" * 64  # passes the wire's signature check, the probe task rejects it
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+# a running agent's first events can take a while on a busy machine
+wait_until = functools.partial(testing.wait_until, timeout=15.0)
 
 
 class Running:
@@ -241,8 +238,7 @@ class TestStatusAndStop:
             assert wait_until(lambda: any(s["state"] == "offline" for s in statuses))
         finally:
             sink.close()
-            client.disconnect()
-            client.loop_stop()
+            stop_client(client)
         offline = next(s for s in statuses if s["state"] == "offline")
         assert offline == {"device": "line-1", "state": "offline", "reason": "connection lost"}
 

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
-import time
+from functools import partial
 from pathlib import Path
 
-from tests.conftest import free_port
-from tests.support import agent_config, write_energy_model
+from agent.testing import wait_until
+from tests.conftest import agent_config, free_port, write_energy_model
 from tests.test_agent_integration import RunningAgent
 from tests.test_daemon import Daemon, NotifySocket, push, zmq_config
+
+
+def event_types(path: Path) -> list[str]:
+    """The types of the events written so far to a JSONL sink."""
+    if not path.exists():
+        return []
+    return [json.loads(line)["type"] for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def crashed(daemon: Daemon, times: int) -> bool:
+    """Whether the daemon's worker died ``times`` times, or the daemon exited."""
+    return daemon.process.poll() is not None or len(daemon.log_events("task worker died; restarting")) >= times
 
 
 class TestWorkerCrashes:
@@ -21,8 +33,11 @@ class TestWorkerCrashes:
         try:
             assert notify.wait_for("READY=1", 30), daemon.log()
             for seq in range(8):
+                if daemon.process.poll() is not None:
+                    break
                 push(port, "pump-1", range(seq, seq + 1), amplitude=3.0)
-                time.sleep(0.6)
+                # one crash at a time: the next chunk goes to the restarted worker
+                wait_until(partial(crashed, daemon, seq + 1), 30)
             code = daemon.process.wait(30)
         finally:
             daemon.stop()
@@ -61,11 +76,11 @@ class TestSensorLiveness:
         try:
             push(inbound, "junk-1", range(0, 1), amplitude=0.1)
             push(inbound, "fan-9", range(0, 1), amplitude=0.1)
-            time.sleep(2.0)
+            wait_until(lambda: "sensor_offline" in event_types(events), 20)
             push(inbound, "fan-9", range(1, 2), amplitude=0.1)
-            time.sleep(1.0)
+            wait_until(lambda: "sensor_online" in event_types(events), 20)
         finally:
             running.stop()
-        types = [json.loads(line)["type"] for line in events.read_text().splitlines()]
+        types = event_types(events)
         assert types[:2] == ["sensor_offline", "sensor_online"]
         assert all(json.loads(line)["sensor"] == "fan-9" for line in events.read_text().splitlines())

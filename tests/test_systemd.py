@@ -8,7 +8,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import systemd
+from agent.testing import wait_until
 
 
 class Listener:
@@ -43,6 +44,16 @@ class Listener:
                 messages.append(message)
         return messages
 
+    def wait_for_count(self, message: str, count: int, timeout: float = 10.0) -> bool:
+        """Whether ``count`` copies of ``message`` arrive within ``timeout`` seconds (True as soon as they did)."""
+        seen: list[str] = []
+
+        def enough() -> bool:
+            seen.extend(self.collect(0.05))
+            return seen.count(message) >= count
+
+        return wait_until(enough, timeout, interval=0)
+
     def drain(self) -> None:
         while self.receive(0.01) is not None:
             pass
@@ -60,15 +71,6 @@ def listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[Listener]:
         monkeypatch.setenv("NOTIFY_SOCKET", path)
         yield bound
         bound.close()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 class TestNotify:
@@ -189,12 +191,12 @@ class TestWatchdog:
         progress.set()
         with systemd.Watchdog(progress.is_set, interval=0.2) as dog:
             assert dog.interval == 0.2
-            assert listener.collect(0.5).count("WATCHDOG=1") >= 2
+            assert listener.wait_for_count("WATCHDOG=1", 2)
             progress.clear()
-            time.sleep(0.3)  # a ping decided just before the flag flipped may still be in flight
+            wait_until(lambda: dog.missed >= 1)  # so a ping decided before the flag flipped was sent already
             listener.drain()
-            assert listener.collect(0.6) == []
-            assert dog.missed >= 2
+            assert listener.collect(0.6) == []  # the silence is what is tested
+            assert wait_until(lambda: dog.missed >= 2)
             progress.set()
             assert listener.receive() == "WATCHDOG=1"
 
@@ -208,7 +210,7 @@ class TestWatchdog:
             while not done.is_set():
                 if not hang.is_set():
                     last_beat[0] = time.monotonic()
-                time.sleep(0.02)
+                time.sleep(0.02)  # the worker's own pace: a heartbeat every 20 ms
 
         def fresh() -> bool:
             return time.monotonic() - last_beat[0] < 0.15
@@ -216,13 +218,13 @@ class TestWatchdog:
         thread = threading.Thread(target=worker)
         thread.start()
         try:
-            with systemd.Watchdog(fresh, interval=0.1):
-                assert "WATCHDOG=1" in listener.collect(0.3)
+            with systemd.Watchdog(fresh, interval=0.1) as dog:
+                assert listener.wait_for_count("WATCHDOG=1", 1)
                 hang.set()
                 assert wait_until(lambda: not fresh())
-                time.sleep(0.1)
+                wait_until(lambda: dog.missed >= 1)  # so a ping decided before the hang was sent already
                 listener.drain()
-                assert listener.collect(0.4) == []
+                assert listener.collect(0.4) == []  # the silence is what is tested
         finally:
             done.set()
             thread.join(5)

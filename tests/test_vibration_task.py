@@ -90,7 +90,7 @@ class TestEvents:
         """tick emits one health event per machine with a 0-100 health score once learnt."""
         task = make_task(tmp_path)
         run(task, windows(None, duration_s=25.0) + windows(None, duration_s=5.0, sensor="fan-2"))
-        time.sleep(0.01)
+        time.sleep(0.01)  # the wall clock moves on before tick(now), as it does between windows
         health = {d.sensor: d for d in task.tick(time.time_ns())}
         assert set(health) == {"pump-1", "fan-2"}
         assert health["pump-1"].body["state"] == "normal" and 0 <= health["pump-1"].body["health"] <= 100
@@ -100,7 +100,7 @@ class TestEvents:
         """Every draft, finalised by the agent's code, validates against the event JSON Schema."""
         task = make_task(tmp_path)
         drafts = run(task, windows("rolling_element", duration_s=50.0))
-        time.sleep(0.01)
+        time.sleep(0.01)  # the wall clock moves on before tick(now), as it does between windows
         drafts += task.tick(time.time_ns())
         assert {"baseline_learning", "baseline_ready", "anomaly_raised", "health"} <= set(types(drafts))
         for draft in drafts:

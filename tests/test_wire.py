@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
+from agent.testing import Subscriber
 from sensors.topics import DEFAULT_PREFIX, sensor_topic
 from sensors.wire import (
     ALLOWED_DTYPES,
@@ -40,7 +41,6 @@ from sensors.wire import (
     encode,
 )
 from tests.conftest import Broker
-from tests.mqtt_subscriber import Subscriber
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "wire-format.md"

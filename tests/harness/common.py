@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from sensors.wire import Kind, SensorMessage, encode
-from tests.support import agent_config, write_energy_model
+from tests.conftest import agent_config, write_energy_model
 from tests.test_daemon import Daemon, NotifySocket
 
 BASE_NS = 1_700_000_000_000_000_000
@@ -112,11 +111,3 @@ def probe_agent_config(folder: Path, state_dir: Path, sources: list[dict[str, An
     return agent_config(state_dir, model, sources, sinks, **extra)
 
 
-def wait_until(condition: Any, timeout_s: float, step_s: float = 0.05) -> bool:
-    """Poll ``condition()`` until it is true or ``timeout_s`` passed; returns its last value."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step_s)
-    return True

@@ -185,7 +185,10 @@ def disk_full(rig: Rig, rng: random.Random, mounted: bool) -> None:
                     handle.flush()
                 except OSError:
                     break
-        time.sleep(rng.uniform(0.3, 1.5))
+    except OSError as error:  # ENOSPC at the very open: the tmpfs is full already, which is the fault
+        print(f"soak: disk full: the state directory was full before the filler ({error})", file=sys.stderr)
+    try:
+        time.sleep(rng.uniform(0.3, 1.5))  # how long the disk stays full is the fault itself
     finally:
         filler.unlink(missing_ok=True)
 
