@@ -6,7 +6,7 @@
 on a ZeroMQ PULL source and an MQTT source of its own broker. Every ``--valid-every`` inputs, each
 of two valid streams (one per transport) sends its next chunk. Passes (exit 0) when the agent never
 exited, both valid streams still produced their events at the end, and RSS grew by at most
-``--rss-growth-mb`` after the warm-up; prints inputs/s and the figures as a table and JSON.
+``--rss-growth-mb`` in the second half of the run over the first; prints inputs/s and the figures as a table and JSON.
 """
 
 from __future__ import annotations
@@ -54,8 +54,12 @@ class FuzzResult:
 
     @property
     def rss_growth_mb(self) -> float:
-        # growth after the warm-up (the first sample): models, buffers and arenas are set up by then
-        return max(self.rss_mb[1:], default=0.0) - self.rss_mb[0] if self.rss_mb else 0.0
+        """How much higher RSS went in the second half of the run than in the first: a leak keeps growing,
+        while bounded state (full queues, ``max_sensors`` sensors' windows) is reached within the first half."""
+        half = len(self.rss_mb) // 2
+        if half < 1:
+            return 0.0
+        return max(0.0, max(self.rss_mb[half:]) - max(self.rss_mb[:half]))
 
     def ok(self, rss_growth_limit_mb: float) -> bool:
         return self.crashes == 0 and self.valid_alive_at_end and self.rss_growth_mb <= rss_growth_limit_mb
@@ -175,16 +179,22 @@ def events_per_sensor(collector: Collector) -> dict[str, int]:
 
 
 def still_producing(agent: AgentProcess, senders: Senders, collector: Collector, result: FuzzResult) -> bool:
-    """After the fuzz, two more windows of each valid stream must each produce an event (an exit ends the wait)."""
+    """After the fuzz, each valid stream, still sending, must produce new events within 60 s (an exit ends the wait).
+
+    The streams keep sending (a window of chunks every round) because the chunks sent first may still sit
+    behind the fuzz backlog, or be dropped at a full ZeroMQ queue, which is the transport's overload policy.
+    """
     before = events_per_sensor(collector)
-    for _ in range(8):
-        send_valid(senders, result)
 
     def produced() -> bool:
         return all(events_per_sensor(collector)[s] > before[s] for s in VALID.values())
 
-    with contextlib.suppress(TimeoutError):  # the figures below say what did not arrive
-        wait_until(lambda: produced() or not agent.alive, 60)
+    deadline = time.monotonic() + 60
+    while agent.alive and not produced() and time.monotonic() < deadline:
+        for _ in range(4):
+            send_valid(senders, result)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: produced() or not agent.alive, 2)
     return agent.alive and produced()
 
 
@@ -196,7 +206,7 @@ def render(result: FuzzResult) -> str:
             ("valid streams alive at the end", result.valid_alive_at_end),
             ("RSS MiB start / max / end", " / ".join(f"{v:.0f}" for v in (result.rss_mb[0], max(result.rss_mb),
                                                                          result.rss_mb[-1]))),
-            ("RSS growth after warm-up, MiB", f"{result.rss_growth_mb:.1f}")]
+            ("RSS growth, second half over first, MiB", f"{result.rss_growth_mb:.1f}")]
     return "\n".join(["| figure | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
 
 
@@ -207,7 +217,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mqtt-share", type=float, default=0.1, help="share of fuzz inputs sent over MQTT")
     parser.add_argument("--valid-every", type=int, default=50, help="a valid chunk per stream every N inputs")
     parser.add_argument("--skip", action="append", default=[], help="leave a mutation out (e.g. tiny_rate)")
-    parser.add_argument("--rss-growth-mb", type=float, default=100.0, help="RSS growth allowed after warm-up")
+    parser.add_argument("--rss-growth-mb", type=float, default=100.0,
+                        help="RSS growth allowed: second half of the run over the first")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
 
