@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from agent.events import EventDraft, dumps, finalize
 from agent.outbox import Outbox
 from agent.sinks import Outgoing, SinkEnv
 from agent.sinks.mqtt import MqttSink, MqttSinkConfig
-from agent.testing import Subscriber
+from agent.testing import Subscriber, wait_until
 from sensors.wire import encode
 from tests.conftest import Broker, agent_config, free_port, vibration_chunk, write_energy_model
 from tests.test_daemon import Daemon, NotifySocket
@@ -53,15 +52,6 @@ def outgoing(index: int) -> Outgoing:
     event = finalize(EventDraft("energy_high", f"pump-{index % 3}", 1_700_000_000_000_000_000 + index,
                                 "alarm", float(index)), "disk-test", "probe")
     return Outgoing(event, dumps(event))
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def ids_of(received: list[tuple[str, bytes]]) -> set[str]:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +24,7 @@ from agent.locks import AgentLocks
 from agent.tasks import TASKS
 from agent.tasks.base import Task, TaskConfig, TaskContext
 from agent.tasks.vibration.task import VibrationConfig, VibrationTask
+from agent.testing import wait_until
 from agent.windowing import Window
 from models.runtime import cache_path, load_model
 from models.vibration.runtime.monitor import MachineMonitor
@@ -140,13 +140,6 @@ def connections(broker: Broker) -> int:
     return broker.log.read_text().count("New client connected")
 
 
-def wait_for(condition: Any, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def mqtt_config(path: Path, state_dir: Path, broker: Broker, **changes: Any) -> Path:
     mqtt = {"host": "127.0.0.1", "port": broker.port}
     return write(path, config_dict(state_dir, sources=[{"kind": "mqtt", **mqtt}], sinks=[{"kind": "mqtt", **mqtt}],
@@ -168,7 +161,7 @@ def running_agent(tmp_path: Path, broker: Broker) -> Iterator[subprocess.Popen[s
     process = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--config", str(config)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
     try:
-        wait_for(lambda: connections(broker) >= 2 or process.poll() is not None)
+        wait_until(lambda: connections(broker) >= 2 or process.poll() is not None, 30)
         assert process.poll() is None
         yield process
     finally:
