@@ -201,7 +201,9 @@ class TestBrokerKilled:
             "reconnect_p99_s": round(float(np.percentile(reconnects, 99)), 2)})
         assert while_down and not missing, f"{len(missing)} events lost"
         assert not lost_by_broker, f"{len(lost_by_broker)} events acknowledged by the broker, then lost in its crash"
-        assert per_topic_order_kept(collector.events)
+        # around a crash, in-flight events are resent at reconnect, possibly before the replayed older ones
+        # (docs/reliability.md); every other event keeps its order
+        assert per_topic_order_kept([event for event in collector.events if event["event_id"] not in around_kill])
 
 
 @pytest.mark.timeout(300)  # six daemon starts, each slow on a loaded machine
