@@ -6,6 +6,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from agent.testing import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,3 +34,15 @@ def fails_with(result: subprocess.CompletedProcess[str], code: int, *words: str)
     for word in words:
         assert word in lines[0], lines[0]
     return lines[0]
+
+
+def config_dict(state_dir: Path, **changes: Any) -> dict[str, Any]:
+    """A small valid agent config: a ZeroMQ source nobody feeds, a JSONL sink, the vibration task."""
+    config: dict[str, Any] = {
+        "device": "line3", "state_dir": str(state_dir),
+        "sources": [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{free_port()}"}],
+        "sinks": [{"kind": "jsonl", "path": "events.jsonl"}],
+        "tasks": {"vibration": {"scorer": "mahalanobis"}},
+    }
+    config.update(changes)
+    return config

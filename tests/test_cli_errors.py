@@ -9,20 +9,13 @@ from typing import Any
 import yaml
 
 from sensors.recording import RecordingWriter
-from tests.cli_runner import WITHOUT_DAC, cli, fails_with
+from tests.cli_runner import WITHOUT_DAC, cli, config_dict, fails_with
 from tests.conftest import Broker, free_port
 
 
 def agent_config(path: Path, state_dir: Path, **changes: Any) -> Path:
-    """A small valid agent config (a ZeroMQ source nobody feeds, a JSONL sink, the vibration task)."""
-    config: dict[str, Any] = {
-        "device": "line3", "state_dir": str(state_dir),
-        "sources": [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{free_port()}"}],
-        "sinks": [{"kind": "jsonl", "path": "events.jsonl"}],
-        "tasks": {"vibration": {"scorer": "mahalanobis"}},
-    }
-    config.update(changes)
-    path.write_text(yaml.safe_dump(config))
+    """A small valid agent config written to ``path``."""
+    path.write_text(yaml.safe_dump(config_dict(state_dir, **changes)))
     return path
 
 

@@ -30,19 +30,8 @@ from models.runtime import cache_path, load_model
 from models.vibration.runtime.monitor import MachineMonitor
 from sensors.errors import AlreadyRunning, ConfigError, EdgeAgentError, ModelError, RecordingError, StateError
 from sensors.wire import Kind, SensorMessage
-from tests.cli_runner import cli, fails_with
-from tests.conftest import Broker, free_port
-
-
-def config_dict(state_dir: Path, **changes: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "device": "line3", "state_dir": str(state_dir),
-        "sources": [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{free_port()}"}],
-        "sinks": [{"kind": "jsonl", "path": "events.jsonl"}],
-        "tasks": {"vibration": {"scorer": "mahalanobis"}},
-    }
-    config.update(changes)
-    return config
+from tests.cli_runner import cli, config_dict, fails_with
+from tests.conftest import Broker
 
 
 def found(state_dir: Path, **changes: Any) -> list[EdgeAgentError]:
