@@ -43,10 +43,13 @@ class BoundedQueue:
 
     When the queue is full, the oldest item of the *longest* lane is evicted (the new item's own lane
     when it ties), so a sensor that floods the queue only ever loses its own items, and a sensor with
-    little traffic is served at its turn however long the flooding lane is.
+    little traffic is served at its turn however long the flooding lane is.  Lanes of sensors that are
+    not ``trusted`` (not yet established: new or junk ids) are evicted first, so that a flood of many
+    fake ids, each with a short lane, cannot make an established sensor's lane the longest and the loser.
     """
 
-    def __init__(self, maxlen: int) -> None:
+    def __init__(self, maxlen: int, trusted: Callable[[str], bool] = lambda sensor: False) -> None:
+        self.trusted = trusted
         self.lanes: dict[str, collections.deque[SensorMessage]] = {}
         self.turns: collections.deque[str] = collections.deque()  # sensors with items, in serving order
         self.size = 0
@@ -73,7 +76,8 @@ class BoundedQueue:
             return evicted
 
     def _evict(self) -> SensorMessage:
-        longest = max(self.turns, key=lambda sensor: len(self.lanes[sensor]))
+        candidates = [sensor for sensor in self.turns if not self.trusted(sensor)] or self.turns
+        longest = max(candidates, key=lambda sensor: len(self.lanes[sensor]))
         self.size -= 1
         return self._pop(longest)
 
@@ -114,7 +118,7 @@ class TaskWorker:
         self.emit = emit
         self.report_rejection = report
         self.quarantine = quarantine or Quarantine(emit, max_sensors=max_sensors)
-        self.queue = BoundedQueue(task.config.queue_size)
+        self.queue = BoundedQueue(task.config.queue_size, self._established)
         # the sensors this worker has seen, with their windower (continuous kinds); only its thread touches it
         self.windowers: BoundedMap[str, Windower | None] = BoundedMap(max_sensors, lambda: None, self._forget)
         self.heartbeat = time.monotonic()
@@ -123,6 +127,11 @@ class TaskWorker:
         self.accepting = True
         self._swap_lock = threading.Lock()
         self.thread = self._start_thread()
+
+    def _established(self, sensor: str) -> bool:
+        """The sensor delivered valid data for a while (the daemon marks it): its items are evicted last."""
+        entry = self.stats.sensors.get(sensor)  # a plain read: no reordering, the flag only ever turns on
+        return entry is not None and entry.healthy
 
     def _start_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self._loop, name=f"task-{self.name}", daemon=True)

@@ -152,6 +152,24 @@ class TestFairQueue:
         queue.put(SensorMessage("b", Kind.FRAME, 100, 1, b""))
         assert [m.sensor_id for m in (queue.get(0), queue.get(0), queue.get(0)) if m is not None] == ["a", "b", "a"]
 
+    def test_many_new_ids_cannot_crowd_out_an_established_sensor(self) -> None:
+        """Fake ids, each with a short lane, are evicted before an established sensor's longer lane; with the
+        plain longest-lane rule the established sensor, whose lane is the longest, would lose every eviction."""
+        for trusted, loser in ((lambda sensor: sensor == "real", "fake"), (lambda sensor: False, "real")):
+            queue = BoundedQueue(8, trusted)
+            for seq in range(4):
+                queue.put(SensorMessage("real", Kind.FRAME, seq, 1, b""))
+            evicted = [queue.put(SensorMessage(f"fake-{n}", Kind.FRAME, 0, 1, b"")) for n in range(4)]
+            evicted.append(queue.put(SensorMessage("real", Kind.FRAME, 4, 1, b"")))
+            assert [e.sensor_id[:4] for e in evicted if e is not None] == [loser], loser
+
+    def test_an_established_flooding_sensor_still_only_loses_its_own_items(self) -> None:
+        """Among established sensors the longest lane loses, as before: trust does not let a sensor flood."""
+        queue = BoundedQueue(4, lambda sensor: True)
+        evicted = [queue.put(SensorMessage("a", Kind.FRAME, seq, 1, b"")) for seq in range(6)]
+        evicted.append(queue.put(SensorMessage("b", Kind.FRAME, 0, 1, b"")))
+        assert {e.sensor_id for e in evicted if e is not None} == {"a"} and len(queue) == 4
+
     @pytest.mark.parametrize("running", [{"probe": {"threshold": 0.5, "queue_size": 16, "delay_s": 0.005}}],
                              indirect=True)
     def test_a_camera_flood_does_not_starve_another_camera(self, running: Running) -> None:
