@@ -200,8 +200,8 @@ class TaskWorker:
             entry.latencies_s.append(time.monotonic() - received)
 
     def _run(self, call: Callable[[], list[EventDraft]], message: SensorMessage | None = None,
-             window: Window | None = None) -> bool:
-        """Run one task call and emit its events; False if the input was rejected or made the task fail."""
+             window: Window | None = None) -> None:
+        """Run one task call and emit its events; a rejection or failure is counted against the input."""
         self.busy_since = time.monotonic()
         source_time = window.start_ns if window is not None else message.timestamp_ns if message else 0
         index = None if window is None else window.index
@@ -210,7 +210,7 @@ class TaskWorker:
         except RejectedInput as error:
             if message is not None:
                 self._rejected(message.sensor_id, str(error), source_time, message.seq, index)
-            return False
+            return
         except Exception as error:  # a bad item must not stop the task; counted and logged with its traceback
             if message is None:  # tick(): nobody's input to blame
                 with self.stats.lock:
@@ -218,7 +218,7 @@ class TaskWorker:
                 log.exception("task failed", task=self.name)
             else:
                 self._failed(message.sensor_id, error, source_time, message.seq, index)
-            return False
+            return
         finally:
             self.busy_since = None
         for draft in drafts:
@@ -226,7 +226,6 @@ class TaskWorker:
         if drafts:
             with self.stats.lock:
                 self.stats.tasks[self.name].events += len(drafts)
-        return True
 
     def _rejected(self, sensor: str, reason: str, source_time_ns: int, seq: int, window: int | None = None) -> None:
         with self.stats.lock:
@@ -244,11 +243,19 @@ class TaskWorker:
                   exc_info=error)
         self._rejected(sensor, reason, source_time_ns, seq, window)
         self.quarantine.failed(sensor, reason, source_time_ns)
-        if self.windowers.get(sensor) is not None:  # the failure may have left the window half-updated
+        if sensor in self.windowers:  # the failure may have left the window half-updated
+            self._drop_windower(sensor)
+
+    def _drop_windower(self, sensor: str) -> None:
+        windower = self.windowers[sensor]
+        if windower is not None:
+            windower.discard()
             self.windowers[sensor] = None
 
-    def _forget(self, sensor: str, _windower: Windower | None) -> None:
+    def _forget(self, sensor: str, windower: Windower | None) -> None:
         # evicted as least recently seen: the task drops its state for the sensor too (bounded memory)
+        if windower is not None:
+            windower.discard()
         try:
             self.task.forget(sensor)
         except Exception:
@@ -261,7 +268,7 @@ class TaskWorker:
             self.queue.maxlen = task.config.queue_size
             if (old.config.window_s, old.config.hop_s) != (task.config.window_s, task.config.hop_s):
                 for sensor in list(self.windowers):
-                    self.windowers[sensor] = None
+                    self._drop_windower(sensor)
         return old
 
     def ensure_running(self) -> bool:

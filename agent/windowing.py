@@ -130,3 +130,9 @@ class Windower:
         """Acknowledge the chunks the buffer has moved past (call once their windows' events are stored)."""
         while self.held and self.held[0][0] <= self.passed:
             self.held.popleft()[1]()
+
+    def discard(self) -> None:
+        """Acknowledge every held chunk: the windower is being dropped with its partial window (a reload,
+        a failure on its input, the sensor forgotten), so nothing will ever cut those windows."""
+        while self.held:
+            self.held.popleft()[1]()

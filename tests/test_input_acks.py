@@ -10,14 +10,19 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import paho.mqtt.client as mqtt
+import structlog
 
-from agent.pipeline import Dispatcher
+from agent.events import EventDraft, ModelRef
+from agent.pipeline import Dispatcher, TaskWorker
 from agent.stats import Stats
-from agent.testing import stop_client
-from agent.windowing import Windower
+from agent.tasks.base import Task, TaskConfig, TaskContext
+from agent.testing import stop_client, wait_until
+from agent.windowing import Window, Windower
+from models.runtime import load_model
 from sensors import topics
 from sensors.mqtt import connect_properties
 from sensors.sources.mqtt import InOrderAcks
@@ -107,6 +112,33 @@ class TestWindowAcks:
         windower.acknowledge()
         assert acked == [0, 1]
 
+
+    def test_a_dropped_windower_releases_its_partial_window_at_once(self, tmp_path: Path) -> None:
+        """A reload with other window settings drops the windowers: their held chunks are acknowledged then,
+        not after the source's ack timeout."""
+        class Quiet(Task):
+            name: ClassVar[str] = "quiet"
+            kinds: ClassVar[frozenset[Kind]] = frozenset({Kind.VIBRATION})
+            config_type: ClassVar[type[TaskConfig]] = TaskConfig
+
+            def process(self, item: SensorMessage | Window) -> list[EventDraft]:
+                return []
+
+            def models(self) -> list[ModelRef]:
+                return []
+
+        context = TaskContext("edge-1", tmp_path, load_model, structlog.get_logger())
+        acked: list[int] = []
+        worker = TaskWorker(Quiet(TaskConfig(), context), Stats(), lambda *a: None, lambda *a, **k: None)
+        try:
+            for seq in range(2):
+                worker.offer(chunk(seq, acked))
+            wait_until(lambda: worker.windowers.get("s1") is not None and len(worker.queue) == 0)
+            assert acked == []  # half a window: held
+            worker.swap(Quiet(TaskConfig(window_s=2.0, hop_s=2.0), context))
+            assert acked == [0, 1]
+        finally:
+            worker.drain(time.monotonic() + 5)
 
 BASE_NS = 1_700_000_000_000_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
