@@ -1,0 +1,1 @@
+"""Speaker clustering: BiLSTM speaker embeddings on log-mel spectrograms (training, export, evaluation)."""
