@@ -190,7 +190,8 @@ class TaskWorker:
                 message.ack()
                 return
             if stream_break is not None:
-                log.info("stream restarted", task=self.name, sensor=sensor, reason=stream_break.reason)
+                log.info("stream restarted", task=self.name, sensor=sensor, reason=stream_break.reason,
+                         seq=message.seq, missing=stream_break.missing)
             for window in windows:
                 self._run(lambda w=window: self.task.process(w), message, window)  # type: ignore[misc]
             windower.acknowledge()  # chunks whose every window is done (or that a break discarded)

@@ -42,6 +42,12 @@ class Windower:
     the buffer (the partial window is discarded, never stitched across the break)
     and is reported as a :class:`StreamBreak`, so no gap passes silently.
 
+    Windows start on the stream's own grid: at sample ``seq x chunk length`` multiples of the hop,
+    counted from sequence number 0.  When the buffer (re)starts mid-grid (the agent started while the
+    sensor was running, a gap, chunks delivered again after a reconnect or a restart) the samples
+    before the next grid point are skipped, so the windows cut are exactly those an uninterrupted
+    run would have cut, and events recomputed from redelivered input carry the same source times.
+
     Each chunk's acknowledgement is held until every window its samples belong to was cut (or the
     buffer holding them was discarded by a break); :meth:`acknowledge`, called once those windows'
     events are stored, releases them.
@@ -77,6 +83,7 @@ class Windower:
             self.rate = message.sample_rate
             self.buffer = chunk.copy()
             self.buffer_start_ns = message.timestamp_ns
+            self.skip = self._to_grid(message.seq, len(chunk))
         else:
             if not len(self.buffer) and not self.skip:
                 # nothing pending: time restarts from this chunk (snapshot streams jump between chunks)
@@ -106,6 +113,12 @@ class Windower:
         self.buffer = None
         self.skip = 0
         return StreamBreak(reason, max(missing, 0))
+
+    def _to_grid(self, seq: int, chunk_length: int) -> int:
+        """Samples from this chunk's start to the next window start on the stream's grid (chunk lengths are
+        taken to be constant: a stream whose chunk length varies is aligned by its first chunk's length)."""
+        hop = max(1, round(self.hop_s * self.rate))
+        return (-seq * chunk_length) % hop
 
     def _cut(self, message: SensorMessage) -> list[Window]:
         assert self.buffer is not None  # set by feed() just before

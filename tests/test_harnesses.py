@@ -47,6 +47,16 @@ class TestSoakComparison:
         assert (figures.expected, figures.lost, figures.duplicated, figures.out_of_order) == (4, 1, 1, 1)
         assert figures.unexpected == 0  # b is not an expected topic
 
+    def test_a_loss_whose_input_never_reached_the_agent_is_counted_upstream(self) -> None:
+        """A lost window holding a chunk the agent reported missing is lost upstream, not by the agent; a lost
+        window whose chunks all arrived stays the agent's loss."""
+        first, second = (soak.iso_time(soak.BASE_NS + index * soak.CHUNKS_PER_WINDOW * soak.CHUNK_NS)
+                         for index in range(2))
+        expected = {("a", "probe", "energy_high", first), ("a", "probe", "energy_high", second)}
+        gaps = {("a", soak.CHUNKS_PER_WINDOW + 1)}  # a chunk of the second window
+        figures = soak.compare(expected, [], gaps)["a/energy_high"]
+        assert (figures.lost, figures.lost_upstream) == (1, 1)
+
     def test_round_input_moves_sequence_and_time_on(self, tmp_path: Path) -> None:
         """Round n replays the same recording with its sequence numbers and times moved on by n rounds, and the
         reference's event times move by the same amount."""

@@ -108,9 +108,20 @@ class TestWindowAcks:
         windower.feed(chunk(1, acked))
         windower.acknowledge()
         assert acked == []
-        windower.feed(chunk(5, acked))
+        windower.feed(chunk(8, acked))
         windower.acknowledge()
         assert acked == [0, 1]
+
+    def test_chunks_before_the_grid_are_done_with_at_once(self) -> None:
+        """A stream picked up mid-window (here at chunk 5 of 4-chunk windows) skips to the next window start
+        (chunk 8): chunks 5-7 belong to no window this run will cut, so they are released at once."""
+        acked: list[int] = []
+        windower = Windower(1.0, 1.0)
+        for seq in range(5, 12):
+            windows, _ = windower.feed(chunk(seq, acked))
+            windower.acknowledge()
+            assert [w.start_ns for w in windows] == ([10**18 + 8 * 250 * 10**6] if seq == 11 else [])
+        assert acked == [5, 6, 7, 8, 9, 10, 11]
 
 
     def test_a_dropped_windower_releases_its_partial_window_at_once(self, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -57,6 +58,32 @@ class TestWindower:
         assert windows == []
         windows, _ = windower.feed(chunk(3))
         assert int(windows[0].samples[0, 0]) == 200
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.integers(0, 40), st.integers(0, 20), st.sampled_from([(0.4, 0.4), (0.4, 0.2), (0.3, 0.5)]),
+           st.booleans())
+    def test_redelivered_input_cuts_the_windows_of_an_uninterrupted_run(
+            self, fault_at: int, back: int, shape: tuple[float, float], restarted: bool) -> None:
+        """After a reconnect the broker delivers again every chunk not yet acknowledged, and maybe some before
+        (the sequence steps back); after an agent restart a new windower starts with whichever of those comes
+        first. Either way the windows cut are those of a run without the fault, at the same source times."""
+        acked: set[int] = set()
+
+        def starts(windower: Windower, seqs: range) -> set[int]:
+            found = set()
+            for seq in seqs:
+                message = dataclasses.replace(chunk(seq), ack=lambda seq=seq: acked.add(seq))
+                found |= {w.start_ns for w in windower.feed(message)[0]}
+                windower.acknowledge()
+            return found
+
+        reference = starts(Windower(*shape), range(60))
+        acked.clear()
+        windower = Windower(*shape)
+        before = starts(windower, range(fault_at))
+        first_unacked = min(set(range(fault_at)) - acked, default=fault_at)
+        after = starts(Windower(*shape) if restarted else windower, range(max(0, first_unacked - back), 60))
+        assert before | after == reference
 
     def test_sample_rate_change_restarts_the_stream(self) -> None:
         """A new sample rate mid-stream is reported and the old samples are not mixed in."""

@@ -12,12 +12,16 @@ shipped mosquitto.conf does), broker freeze (SIGSTOP for up to 2 s, SIGCONT), di
 directory is a small tmpfs, filled for a second; root only, else skipped) or a fuzz burst. Events are
 matched with the reference run on sensor, task, type and source time; the table gives per topic the
 events expected, lost, duplicated and out of order, and overall the crashes (agent exits not caused
-by the harness) and the agent's RSS. Exit status 0 only when nothing was lost and nothing crashed.
+by the harness) and the agent's RSS. A lost event whose input never reached the agent (a sequence gap
+the agent reported in its log, e.g. sensor messages a killed broker had acknowledged but not saved)
+is counted apart from one the agent lost. Exit status 0 only when the agent lost nothing and nothing
+crashed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -40,13 +44,14 @@ from sensors.recording import RecordingReader, RecordingWriter
 from sensors.replay import MqttPublisher
 from sensors.wire import SensorMessage, decode, encode
 from tests.conftest import Broker, free_port
-from tests.harness.common import BASE_NS, SAMPLES, AgentProcess, chunk, event_key, probe_agent_config
+from tests.harness.common import BASE_NS, RATE, SAMPLES, AgentProcess, chunk, event_key, probe_agent_config
 from tests.harness.mutate import pool
 from tests.test_faults import Collector
 
 SENSORS = ("pump-a", "pump-b")
 CHUNKS = 16  # per sensor and round: four 1 s windows of the probe task
-CHUNK_NS = int(SAMPLES / 1000.0 * 1e9)
+CHUNK_NS = int(SAMPLES / RATE * 1e9)
+CHUNKS_PER_WINDOW = int(RATE / SAMPLES)  # the probe task's 1 s windows
 # Rounds are this many chunks apart: the sequence gap between rounds restarts the agent's windows at
 # each round's first chunk, so a fault's effect on window alignment stays within its round.
 STEP = CHUNKS + 4
@@ -85,6 +90,24 @@ def shift_key(key: Key, round_number: int) -> Key:
 def round_of(key: Key) -> int:
     """The round whose input an expected event's source time falls in."""
     return (parse_ns(key[3]) - BASE_NS) // (STEP * CHUNK_NS)
+
+
+def reported_gaps(agent: AgentProcess) -> set[tuple[str, int]]:
+    """(sensor, seq) of every chunk the agent reported missing (``stream restarted`` with ``missing``), all runs."""
+    missing: set[tuple[str, int]] = set()
+    for log in sorted(agent.folder.glob("run-*/agent.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if '"stream restarted"' not in line:
+                continue
+            entry = json.loads(line)
+            missing |= {(entry["sensor"], seq) for seq in range(entry["seq"] - entry["missing"], entry["seq"])}
+    return missing
+
+
+def input_missing(key: Key, gaps: set[tuple[str, int]]) -> bool:
+    """Whether a chunk of the expected event's window never reached the agent."""
+    first = (parse_ns(key[3]) - BASE_NS) // CHUNK_NS
+    return any((key[0], seq) in gaps for seq in range(first, first + CHUNKS_PER_WINDOW))
 
 
 def parse_ns(text: str) -> int:
@@ -242,20 +265,26 @@ def reference_keys(folder: Path, recording: Path, autosave_s: int, settle_s: flo
 @dataclass
 class TopicFigures:
     expected: int = 0
-    lost: int = 0
+    lost: int = 0  # by the agent: every chunk of the window reached it
+    lost_upstream: int = 0  # a chunk of the window never reached the agent, and it reported the gap
     duplicated: int = 0
     out_of_order: int = 0
     unexpected: int = 0  # events matching no reference key, e.g. windows cut elsewhere after lost input
 
 
-def compare(expected: set[Key], events: list[dict[str, Any]]) -> dict[str, TopicFigures]:
-    """Per topic (sensor and event type): expected, lost, duplicated, out-of-order first deliveries, unexpected."""
+def compare(expected: set[Key], events: list[dict[str, Any]],
+            gaps: set[tuple[str, int]] | None = None) -> dict[str, TopicFigures]:
+    """Per topic (sensor and event type): expected, lost (by the agent, or upstream with the gap reported),
+    duplicated, out-of-order first deliveries, unexpected."""
     table: dict[str, TopicFigures] = {}
     received = Counter(event_key(event) for event in events)
     for key in expected:
         figures = table.setdefault(f"{key[0]}/{key[2]}", TopicFigures())
         figures.expected += 1
-        figures.lost += received[key] == 0
+        if received[key] == 0 and gaps and input_missing(key, gaps):
+            figures.lost_upstream += 1
+        else:
+            figures.lost += received[key] == 0
         figures.duplicated += max(0, received[key] - 1)
     seen: set[Key] = set()
     last: dict[str, str] = {}
@@ -272,7 +301,7 @@ def compare(expected: set[Key], events: list[dict[str, Any]]) -> dict[str, Topic
     return table
 
 
-NUMBERS = ("expected", "lost", "duplicated", "out_of_order", "unexpected")
+NUMBERS = ("expected", "lost", "lost_upstream", "duplicated", "out_of_order", "unexpected")
 
 
 @dataclass
@@ -287,6 +316,7 @@ class SoakResult:
     disk_full_available: bool = True
     seconds: float = 0.0
     lost_by_fault: Counter[str] = field(default_factory=Counter)
+    lost_upstream_by_fault: Counter[str] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -325,10 +355,12 @@ def soak(folder: Path, rounds: int, duration_s: float, seed: int, autosave_s: in
         running.agent.restart_if_exited()
         result.rss_mb_after = running.agent.rss_mb()
         result.crashes, result.exit_codes = len(running.agent.crash_codes), running.agent.crash_codes
-    result.table = compare(expected, events)
+        gaps = reported_gaps(running.agent)
+    result.table = compare(expected, events, gaps)
     received = {event_key(event) for event in events}
     for key in expected - received:
-        result.lost_by_fault[round_faults[round_of(key)]] += 1
+        lost = result.lost_upstream_by_fault if input_missing(key, gaps) else result.lost_by_fault
+        lost[round_faults[round_of(key)]] += 1
     result.seconds = time.monotonic() - started
     return result
 
@@ -338,8 +370,11 @@ def render(result: SoakResult) -> str:
              + ("" if result.disk_full_available else " (disk_full skipped: tmpfs needs root)"),
              f"crashes: {result.crashes} {result.exit_codes or ''}; agent RSS before/after: "
              f"{result.rss_mb_before:.0f} / {result.rss_mb_after:.0f} MiB",
-             f"events lost, by the fault of their round: {dict(result.lost_by_fault)}", "",
-             "| topic | expected | lost | duplicated | out of order | unexpected |", "|---|---|---|---|---|---|"]
+             f"events lost by the agent, by the fault of their round: {dict(result.lost_by_fault)}",
+             f"events lost upstream (input never reached the agent; gap reported), by fault: "
+             f"{dict(result.lost_upstream_by_fault)}", "",
+             "| topic | expected | lost by the agent | lost upstream | duplicated | out of order | unexpected |",
+             "|---|---|---|---|---|---|---|"]
     totals = TopicFigures()
     for figures in result.table.values():
         for name in NUMBERS:
