@@ -17,6 +17,8 @@ EXAMPLES = {
             "  edge-agent demo --duration 60",
     "replay": "edge-agent replay line3.mcap --mqtt localhost:1883 --speed 1\n"
               "  edge-agent replay line3.mcap --zmq tcp://127.0.0.1:5556 --fast",
+    "simulate": "edge-agent simulate --mqtt localhost:1883          # the demo's sensors, live, until Ctrl-C\n"
+                "  edge-agent simulate --out sample.mcap --duration 20   # or recorded, for replay",
     "record": "edge-agent record --mqtt localhost:1883 --out line3.mcap --duration 600",
     "validate-config": "edge-agent validate-config /etc/edge-agent/agent.yaml",
     "tail": "edge-agent tail --mqtt localhost:1883            # all devices\n"
@@ -72,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     pace = replay.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=1.0, help="timing factor (default 1 = original)")
     pace.add_argument("--fast", action="store_true", help="as fast as possible")
+
+    simulate = command("simulate", "Publish the demo's simulated factory sensors to MQTT or ZeroMQ, or record them.",
+                       "agent.simulate:simulate")
+    target = simulate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--mqtt", help="broker host:port")
+    target.add_argument("--zmq", help="ZeroMQ endpoint the agent's zmq source binds, e.g. tcp://127.0.0.1:5556")
+    target.add_argument("--out", type=Path, help="write an MCAP recording instead (as fast as generated)")
+    simulate.add_argument("--prefix", default="edge", help="MQTT topic prefix (default edge)")
+    simulate.add_argument("--config", type=Path,
+                          help="take the simulator source of this config (default: the packaged demo.yaml)")
+    simulate.add_argument("--duration", type=float,
+                          help="seconds of sensor time (default: until Ctrl-C; 30 with --out)")
+    simulate.add_argument("--seed", type=int, help="random seed (default: the config's)")
 
     record = command("record", "Capture live sensor streams to an MCAP recording.", "agent.commands:record")
     _target_arguments(record)

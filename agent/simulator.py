@@ -8,6 +8,7 @@ demo exercises the same decode path as live sensors.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -41,17 +42,26 @@ def simulator_config() -> type[SimulatorBase]:
 TASKS.on_change(simulator_config.cache_clear)
 
 
-def factory_streams(config: BaseModel, stop: threading.Event) -> list[tuple[str, Iterator[bytes]]]:
-    """One paced stream of wire bytes per simulated sensor."""
-    start_ns = time.time_ns()
+def factory_messages(config: BaseModel, start_ns: int) -> list[tuple[str, Iterator[SensorMessage]]]:
+    """One timestamped message stream per simulated sensor (unpaced), times from ``start_ns``."""
     seed = getattr(config, "seed")  # noqa: B009 - declared on SimulatorBase
     streams = []
     for name in TASKS.kinds():
         simulation = getattr(config, name, None)
         if simulation is not None:
-            for sensor, messages in simulation.streams(seed, start_ns):
-                streams.append((sensor, paced(messages, stop)))
+            streams.extend(simulation.streams(seed, start_ns))
     return streams
+
+
+def factory_streams(config: BaseModel, stop: threading.Event) -> list[tuple[str, Iterator[bytes]]]:
+    """One paced stream of wire bytes per simulated sensor."""
+    return [(sensor, paced(messages, stop)) for sensor, messages in factory_messages(config, time.time_ns())]
+
+
+def merged(config: BaseModel, start_ns: int) -> Iterator[SensorMessage]:
+    """Every simulated sensor's messages in one stream, in timestamp order (for one publisher or a recording)."""
+    streams = [messages for _, messages in factory_messages(config, start_ns)]
+    return heapq.merge(*streams, key=lambda message: message.timestamp_ns)
 
 
 def paced(messages: Iterable[SensorMessage], stop: threading.Event) -> Iterator[bytes]:
