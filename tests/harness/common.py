@@ -104,10 +104,14 @@ class AgentProcess:
 
 
 def probe_agent_config(folder: Path, state_dir: Path, sources: list[dict[str, Any]], broker_port: int,
-                       **extra: Any) -> dict[str, Any]:
-    """The probe task (a real ONNX model) on 1 s windows, publishing events to the broker with QoS 1."""
+                       journal: Path | None = None, **extra: Any) -> dict[str, Any]:
+    """The probe task (a real ONNX model) on 1 s windows, publishing events to the broker with QoS 1; with
+    ``journal``, every event the agent made is also written there (a jsonl sink), to tell apart an event
+    never made from one made but not delivered."""
     model = write_energy_model(folder / "model")
-    sinks = [{"kind": "mqtt", "host": "127.0.0.1", "port": broker_port, "keepalive_s": 2}]
+    sinks: list[dict[str, Any]] = [{"kind": "mqtt", "host": "127.0.0.1", "port": broker_port, "keepalive_s": 2}]
+    if journal is not None:
+        sinks.append({"kind": "jsonl", "path": str(journal)})
     return agent_config(state_dir, model, sources, sinks, **extra)
 
 

@@ -104,6 +104,20 @@ def reported_gaps(agent: AgentProcess) -> set[tuple[str, int]]:
     return missing
 
 
+def made_events(folder: Path) -> set[Key]:
+    """Keys of every event the agent made (its jsonl sink, outside the state directory that disk_full fills)."""
+    journal = folder / "made-events.jsonl"
+    if not journal.exists():
+        return set()
+    keys = set()
+    for line in journal.read_text(errors="replace").splitlines():
+        try:
+            keys.add(event_key(json.loads(line)))
+        except (ValueError, KeyError):  # a line cut by an agent SIGKILL
+            continue
+    return keys
+
+
 def input_missing(key: Key, gaps: set[tuple[str, int]]) -> bool:
     """Whether a chunk of the expected event's window never reached the agent."""
     first = (parse_ns(key[3]) - BASE_NS) // CHUNK_NS
@@ -159,7 +173,8 @@ def rig(folder: Path, state: Path, autosave_s: int) -> Iterator[Rig]:
     broker.start()
     sources = [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port, "keepalive_s": 2,
                 "client_id": "soak-agent-in"}]
-    agent = AgentProcess(folder / "agent", probe_agent_config(folder, state, sources, broker.port))
+    agent = AgentProcess(folder / "agent", probe_agent_config(folder, state, sources, broker.port,
+                                                              journal=folder / "made-events.jsonl"))
     agent.start()
     collector = Collector(broker.port)
     sensors = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="soak-sensors", protocol=mqtt.MQTTv5)
@@ -267,13 +282,14 @@ class TopicFigures:
     expected: int = 0
     lost: int = 0  # by the agent: every chunk of the window reached it
     lost_upstream: int = 0  # a chunk of the window never reached the agent, and it reported the gap
+    lost_in_delivery: int = 0  # of ``lost``: the agent made the event (its jsonl sink has it), MQTT lost it
     duplicated: int = 0
     out_of_order: int = 0
     unexpected: int = 0  # events matching no reference key, e.g. windows cut elsewhere after lost input
 
 
-def compare(expected: set[Key], events: list[dict[str, Any]],
-            gaps: set[tuple[str, int]] | None = None) -> dict[str, TopicFigures]:
+def compare(expected: set[Key], events: list[dict[str, Any]], gaps: set[tuple[str, int]] | None = None,
+            made: set[Key] | None = None) -> dict[str, TopicFigures]:
     """Per topic (sensor and event type): expected, lost (by the agent, or upstream with the gap reported),
     duplicated, out-of-order first deliveries, unexpected."""
     table: dict[str, TopicFigures] = {}
@@ -285,6 +301,7 @@ def compare(expected: set[Key], events: list[dict[str, Any]],
             figures.lost_upstream += 1
         else:
             figures.lost += received[key] == 0
+            figures.lost_in_delivery += received[key] == 0 and key in (made or set())
         figures.duplicated += max(0, received[key] - 1)
     seen: set[Key] = set()
     last: dict[str, str] = {}
@@ -301,7 +318,7 @@ def compare(expected: set[Key], events: list[dict[str, Any]],
     return table
 
 
-NUMBERS = ("expected", "lost", "lost_upstream", "duplicated", "out_of_order", "unexpected")
+NUMBERS = ("expected", "lost", "lost_in_delivery", "lost_upstream", "duplicated", "out_of_order", "unexpected")
 
 
 @dataclass
@@ -317,6 +334,7 @@ class SoakResult:
     seconds: float = 0.0
     lost_by_fault: Counter[str] = field(default_factory=Counter)
     lost_upstream_by_fault: Counter[str] = field(default_factory=Counter)
+    lost_keys: list[tuple[Key, int, str, str]] = field(default_factory=list)  # key, round, fault, why
 
     @property
     def ok(self) -> bool:
@@ -356,11 +374,15 @@ def soak(folder: Path, rounds: int, duration_s: float, seed: int, autosave_s: in
         result.rss_mb_after = running.agent.rss_mb()
         result.crashes, result.exit_codes = len(running.agent.crash_codes), running.agent.crash_codes
         gaps = reported_gaps(running.agent)
-    result.table = compare(expected, events, gaps)
+    made = made_events(folder / "soak")
+    result.table = compare(expected, events, gaps, made)
     received = {event_key(event) for event in events}
     for key in expected - received:
-        lost = result.lost_upstream_by_fault if input_missing(key, gaps) else result.lost_by_fault
+        upstream = input_missing(key, gaps)
+        lost = result.lost_upstream_by_fault if upstream else result.lost_by_fault
         lost[round_faults[round_of(key)]] += 1
+        why = "upstream" if upstream else "made, not delivered" if key in made else "never made"
+        result.lost_keys.append((key, round_of(key), round_faults[round_of(key)], why))
     result.seconds = time.monotonic() - started
     return result
 
@@ -373,8 +395,8 @@ def render(result: SoakResult) -> str:
              f"events lost by the agent, by the fault of their round: {dict(result.lost_by_fault)}",
              f"events lost upstream (input never reached the agent; gap reported), by fault: "
              f"{dict(result.lost_upstream_by_fault)}", "",
-             "| topic | expected | lost by the agent | lost upstream | duplicated | out of order | unexpected |",
-             "|---|---|---|---|---|---|---|"]
+             "| topic | expected | lost by the agent | of which made, not delivered | lost upstream | duplicated "
+             "| out of order | unexpected |", "|---|---|---|---|---|---|---|---|"]
     totals = TopicFigures()
     for figures in result.table.values():
         for name in NUMBERS:
@@ -391,11 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--autosave-s", type=int, default=30, help="the broker's autosave_interval")
     parser.add_argument("--fault", action="append", choices=FAULTS, help="only these faults (default: all)")
+    parser.add_argument("--verbose", action="store_true", help="list every lost event with its round and fault")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="edge-agent-soak-") as folder:
         result = soak(Path(folder), args.rounds, args.duration_s, args.seed, args.autosave_s,
                       tuple(args.fault or FAULTS))
     print(render(result))
+    if args.verbose:
+        for key, number, fault, why in sorted(result.lost_keys, key=lambda lost: (lost[1], lost[0])):
+            print(f"lost: round {number} ({fault}) {key[0]} {key[3]}: {why}")
     return 0 if result.ok else 1
 
 
