@@ -27,6 +27,16 @@ EXAMPLES = {
 }
 
 
+class DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help shows each option's default where it has one worth saying, and keeps the example's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: {action.default})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str, handler_path: str, example: str | None = None) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name, help=help_text, description=help_text,
-            epilog="example:\n  " + (example or EXAMPLES[name]), formatter_class=argparse.RawDescriptionHelpFormatter)
+            epilog="example:\n  " + (example or EXAMPLES[name]), formatter_class=DefaultsFormatter)
         sub.set_defaults(handler=lambda args: _call(handler_path, args), command=name)
         # also after the command name; SUPPRESS keeps a --debug given before it
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
@@ -102,8 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "agent.commands:tail")
     tail.add_argument("--mqtt", default="localhost:1883", help="broker host:port")
     tail.add_argument("--prefix", default="edge", help="topic prefix")
-    tail.add_argument("--device", default="+", help="device id (default: all)")
-    tail.add_argument("--json", action="store_true", help="print raw JSON events")
+    tail.add_argument("--device", default="+", help="device id ('+' = all devices)")
+    tail.add_argument("--severity", choices=("info", "warning", "alarm"), default="info",
+                      help="show events at or above this severity")
+    tail.add_argument("--task", action="append", default=[], help="only this task (fnmatch; repeatable)")
+    tail.add_argument("--type", action="append", default=[],
+                      help="only this event type (fnmatch; repeatable); info events of these types are shown "
+                           "one by one")
+    tail.add_argument("--sensor", action="append", default=[], help="only this sensor (fnmatch; repeatable)")
+    tail.add_argument("--summary-s", type=float, default=60.0,
+                      help="routine (info) events are summarised once per this many seconds")
+    tail.add_argument("--every", action="store_true", help="print every info event instead of a summary")
+    tail.add_argument("--no-colour", action="store_true", help="no colours (also: NO_COLOR set, or not a terminal)")
+    tail.add_argument("--json", action="store_true", help="print raw JSON events (no filters or summaries)")
     tail.add_argument("--count", type=int, help="exit after this many events")
     _connect_timeout(tail)
     for option in ("ca", "cert", "key", "username", "password-file"):

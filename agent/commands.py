@@ -203,9 +203,10 @@ def _await_broker(connected: threading.Event, address: str, timeout_s: float,
 
 def tail(args: argparse.Namespace) -> int:
     """Print events as an operator watches them; duplicates (same event id) are dropped."""
+    import os
+
     from agent.config import MqttConnection, Secret, Tls
-    from agent.sinks import render_event
-    from agent.tail import EventWatcher
+    from agent.tail import EventWatcher, OperatorConsole, TailFilter
 
     host, port = _host_port(args.mqtt)
     tls = Tls(ca_file=args.ca, cert_file=args.cert, key_file=args.key) if args.ca else None
@@ -215,23 +216,28 @@ def tail(args: argparse.Namespace) -> int:
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+    colour = sys.stdout.isatty() and not args.no_colour and "NO_COLOR" not in os.environ
+    console = OperatorConsole(TailFilter(args.severity, args.task, args.type, args.sensor), args.summary_s,
+                              every=args.every, colour=colour)
     seen = 0
 
     def show(topic: str, message: dict[str, Any]) -> None:
         nonlocal seen
         if args.json:
             print(json.dumps(message), flush=True)
-        elif "event_id" in message:
-            print(render_event(message), flush=True)
-        else:
-            print(f"{topic}: {json.dumps(message)}", flush=True)
+        elif not console.show(topic, message):
+            return
         seen += 1
         if args.count and seen >= args.count:
             done.set()
 
     with EventWatcher(connection, args.device, show) as watcher:
         _await_broker(watcher.connected, args.mqtt, args.connect_timeout, lambda: watcher.refused)
-        done.wait()
+        if not args.json:
+            print(f"      connected to {args.mqtt}, waiting for events (device {args.device}; Ctrl-C stops)",
+                  flush=True)
+        while not done.wait(1.0):
+            console.tick(time.monotonic())
     return 0
 
 

@@ -1,18 +1,24 @@
-"""Watching the agent's alert topics as an operator would, dropping duplicate deliveries by event id."""
+"""Watching the agent's alert topics as an operator would: duplicates dropped by event id, filters, summaries."""
 
 from __future__ import annotations
 
 import collections
+import fnmatch
 import json
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 import paho.mqtt.client as mqtt
 import structlog
 
 from agent.config import MqttConnection
+from agent.events import SEVERITY_RANK
+from agent.sinks import compact, render_event
 from sensors import topics
 from sensors.mqtt import make_client, paho_keepalive, stop_client
 
@@ -82,3 +88,90 @@ class EventWatcher:
 
     def __exit__(self, *exc: object) -> None:
         stop_client(self.client)
+
+
+@dataclass
+class TailFilter:
+    """What an operator asked to see: a lowest severity and fnmatch patterns (empty = all) per field."""
+
+    min_severity: str = "info"
+    tasks: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    sensors: list[str] = field(default_factory=list)
+
+    def accepts(self, event: dict[str, Any]) -> bool:
+        return (SEVERITY_RANK.get(event.get("severity", "info"), 0) >= SEVERITY_RANK[self.min_severity]
+                and _matches(event.get("task", ""), self.tasks) and _matches(event.get("type", ""), self.types)
+                and _matches(event.get("sensor", ""), self.sensors))
+
+
+def _matches(value: str, patterns: list[str]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns)
+
+
+class OperatorConsole:
+    """``edge-agent tail``'s screen: one line per event that matters, routine events (info severity, e.g.
+    accepted parts and health) summarised once per interval unless asked for by type or with ``every``,
+    the agent's status as one short line. Called from the MQTT thread and from a timer: locked."""
+
+    def __init__(self, selection: TailFilter, summary_s: float, every: bool = False, colour: bool = False,
+                 out: TextIO | None = None) -> None:
+        self.selection = selection
+        self.summary_s = summary_s
+        self.every = every
+        self.colour = colour
+        self.out = out or sys.stdout
+        self.routine: collections.Counter[str] = collections.Counter()
+        self.last_summary = time.monotonic()
+        self._lock = threading.Lock()
+
+    def show(self, topic: str, message: dict[str, Any]) -> bool:
+        """Print (or count as routine) one message; returns whether it passed the filters."""
+        if "event_id" not in message:
+            if not topic.endswith("/status"):
+                return False
+            self._print(status_line(message))
+            return True
+        if not self.selection.accepts(message):
+            return False
+        if message.get("severity") == "info" and not self.every and not self.selection.types:
+            with self._lock:
+                self.routine[f"{message.get('task')}/{message.get('type')}"] += 1
+            return True
+        self._print(render_event(message, self.colour))
+        return True
+
+    def tick(self, now: float) -> None:
+        """Print the routine summary once ``summary_s`` passed since the last one (nothing if none came)."""
+        with self._lock:
+            if now - self.last_summary < self.summary_s:
+                return
+            counts, self.routine = self.routine, collections.Counter()
+            self.last_summary = now
+        if counts:
+            parts = ", ".join(f"{name} {count}" for name, count in counts.most_common())
+            self._print(f"      routine: {sum(counts.values())} info events in the last {self.summary_s:.0f} s "
+                        f"({parts})")
+
+    def _print(self, line: str) -> None:
+        with self._lock:
+            print(line, file=self.out, flush=True)
+
+
+def status_line(status: dict[str, Any]) -> str:
+    """The agent's retained status in one short line: state, uptime, work done, trouble, outbox."""
+    head = f"      status {status.get('device', '?')}: {status.get('state', '?')}"
+    stats = status.get("stats")
+    if not isinstance(stats, dict):
+        reason = status.get("reason") or status.get("time")
+        return f"{head} ({reason})" if reason else head
+    totals = stats.get("sensor_totals", {})
+    tasks = stats.get("tasks", {})
+    work = ", ".join(f"{name} {task.get('processed', 0)} in/{task.get('events', 0)} events"
+                     for name, task in tasks.items())
+    trouble = [f"{key} {totals[key]}" for key in ("rejected", "gaps", "dropped", "offline", "quarantined")
+               if totals.get(key)]
+    pending = sum(sink.get("pending", 0) for sink in stats.get("sinks", {}).values() if isinstance(sink, dict))
+    parts = [f"up {compact(float(stats.get('uptime_s', 0)))} s", f"{totals.get('tracked', 0)} sensors", work,
+             "; ".join(trouble), f"outbox {pending} pending" if pending else ""]
+    return head + " | " + " | ".join(part for part in parts if part)

@@ -89,17 +89,39 @@ def make_sink(config: Any, env: SinkEnv) -> Sink:
 
 
 SEVERITY_MARK = {"info": " ", "warning": "!", "alarm": "ALARM"}
+#: ANSI colours of a line on a terminal, by severity
+SEVERITY_COLOUR = {"info": "\033[2m", "warning": "\033[33m", "alarm": "\033[1;31m"}
+#: body fields that repeat the event's own score (shown once, as ``score=``)
+_SCORE_FIELDS = frozenset({"score", "part_score"})
 
 
-def render_event(event: dict[str, Any]) -> str:
-    """One readable line for an event (shared by the console sink and ``edge-agent tail``)."""
+def render_event(event: dict[str, Any], colour: bool = False) -> str:
+    """One readable line for an event (the console sink and ``edge-agent tail``): time, severity, device,
+    task/type, sensor, one score and the body's fields, numbers rounded, long values summarised whole
+    (``[12 items]``), never cut in the middle."""
     body = event.get("body", {})
-    details = " ".join(f"{key}={_short(value)}" for key, value in body.items())
-    score = "" if event.get("score") is None else f" score={event['score']:.3g}"
-    return (f"{event['source_time'][11:23]} {SEVERITY_MARK[event['severity']]:>5} {event['task']}/"
-            f"{event['type']} sensor={event['sensor']}{score} {details}")
+    details = " ".join(f"{key}={compact(value)}" for key, value in body.items() if key not in _SCORE_FIELDS)
+    score = "" if event.get("score") is None else f" score={compact(event['score'])}"
+    device = f"{event['device']} " if event.get("device") else ""
+    line = (f"{event['source_time'][11:23]} {SEVERITY_MARK[event['severity']]:>5} {device}{event['task']}/"
+            f"{event['type']} {event['sensor']}{score} {details}").rstrip()
+    return f"{SEVERITY_COLOUR[event['severity']]}{line}\033[0m" if colour else line
 
 
-def _short(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":")) if not isinstance(value, str) else value
-    return text if len(text) <= 60 else text[:57] + "..."
+def compact(value: Any, budget: int = 48) -> str:
+    """A value in a few characters: floats to 3 significant digits, and a list or mapping that would not fit
+    in ``budget`` characters as its size (``[12 items]``, ``{5 fields}``) instead of a cut-off text."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, str)):
+        text = str(value)
+        return text if len(text) <= budget else f"<{len(text)} characters>"
+    if isinstance(value, (list, tuple)):
+        text = "[" + ",".join(compact(item, budget) for item in value) + "]"
+        return text if len(text) <= budget else f"[{len(value)} items]"
+    if isinstance(value, dict):
+        text = "{" + ",".join(f"{key}:{compact(item, budget)}" for key, item in value.items()) + "}"
+        return text if len(text) <= budget else f"{{{len(value)} fields}}"
+    return compact(str(value), budget)
