@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 import models
+from agent.metrics import MetricsConfig
 from agent.quarantine import QuarantineConfig
 from agent.simulator import SimulatorSource
 from agent.sinks import SINKS
@@ -66,6 +67,7 @@ class AgentConfig(Strict):
     quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig,
                                          description="when a sensor whose input makes tasks fail is ignored")
     stats_interval_s: float = Field(default=30, gt=0, description="stats to the log and status topic")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint (off by default)")
     max_rss_mb: float | None = Field(default=None, gt=0, description="exit for a restart above this RSS")
     drain_timeout_s: float = Field(default=10, gt=0, description="deadline to finish queued work at stop")
     stuck_after_s: float = Field(default=30, gt=0, description="a worker inside one call this long is hung: "

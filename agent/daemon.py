@@ -24,6 +24,7 @@ import zmq
 from agent import __version__, systemd
 from agent.config import AgentConfig, load_config
 from agent.events import EventDraft, SensorOffline, SensorOnline, dumps, finalize
+from agent.metrics import EventCounts, MetricsServer
 from agent.pipeline import Dispatcher, RejectionReporter, TaskWorker
 from agent.quarantine import Quarantine
 from agent.sinks import Outgoing, Sink, SinkEnv, make_sink
@@ -91,6 +92,8 @@ class Agent:
         self.quarantine = Quarantine(self.emit, config.quarantine, config.max_sensors)
         self.dispatcher = Dispatcher(self.stats, config.max_payload_bytes, self.reporter, self.quarantine)
         self.configured_sensors = configured_sensors(config)
+        self.event_counts = EventCounts(config.max_sensors)
+        self.metrics: MetricsServer | None = None
 
     # -- start -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -102,6 +105,10 @@ class Agent:
         for task in self._build_tasks(config):
             self._add_worker(task)
         self.lifecycle.register("tasks", self._stop_workers)
+        if config.metrics.enabled:
+            self.metrics = MetricsServer(self, config.metrics, self.event_counts)
+            self.lifecycle.register("metrics", self.metrics.close)
+            log.info("metrics endpoint serving", host=config.metrics.host, port=self.metrics.port)
         self._open_sources(config)
         self.loop_beat = time.monotonic()
         watchdog = systemd.Watchdog(self.making_progress)
@@ -167,6 +174,7 @@ class Agent:
     def emit(self, task: str, draft: EventDraft) -> None:
         """Finish an event and hand it to every sink; a failing sink never stops the others."""
         event = finalize(draft, self.config.device, task)
+        self.event_counts.record(event)
         item = Outgoing(event, dumps(event), draft.attachment)
         for sink in self.sinks:
             try:

@@ -198,7 +198,7 @@ class TaskWorker:
         with self.stats.lock:
             entry = self.stats.tasks[self.name]
             entry.processed += 1
-            entry.latencies_s.append(time.monotonic() - received)
+            entry.observe(time.monotonic() - received)
 
     def _run(self, call: Callable[[], list[EventDraft]], message: SensorMessage | None = None,
              window: Window | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import collections
 import threading
 import time
@@ -12,6 +13,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 LATENCY_SAMPLES = 2048
+#: upper bounds (s) of the latency histogram buckets the metrics endpoint exports; +Inf is implied
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DEFAULT_MAX_SENSORS = 1000
 STATUS_TOP_SENSORS = 20  # sensors listed by name in the status message; the rest are in the totals
 MAX_REASONS = 8  # distinct reason texts kept per sensor; more are counted under "other reasons"
@@ -83,6 +86,14 @@ class TaskStats:
     restarts: int = 0
     latencies_s: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=LATENCY_SAMPLES))
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum_s: float = 0.0
+
+    def observe(self, latency_s: float) -> None:
+        """One item's time from its arrival at the worker to its events (hold the stats lock)."""
+        self.latencies_s.append(latency_s)
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, latency_s)] += 1
+        self.latency_sum_s += latency_s
 
 
 class Stats:
