@@ -102,7 +102,7 @@ def test_off_by_default_and_a_taken_port_is_a_clear_error(tmp_path: Path) -> Non
         config["metrics"] = {"enabled": True, "port": taken.getsockname()[1]}
         agent = Agent(parse_config(config))
         try:
-            with pytest.raises(ConfigError, match="metrics.port"):
+            with pytest.raises(ConfigError, match=r"metrics\.port"):
                 agent.start()
         finally:
             agent.stop()
