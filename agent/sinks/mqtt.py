@@ -11,9 +11,11 @@ import paho.mqtt.client as mqtt
 import structlog
 from pydantic import Field
 
+from agent import __version__
 from agent.events import StorageDegraded, StorageRecovered, iso_time
 from agent.outbox import Outbox, OutboxConfig
 from agent.sinks import Outgoing, Sink, SinkEnv
+from agent.sinks.home_assistant import HomeAssistant, HomeAssistantConfig
 from sensors import topics
 from sensors.mqtt import connect_properties, make_client, paho_keepalive, report_connect_failure, stop_client
 from sensors.settings import MqttConnection
@@ -30,6 +32,8 @@ class MqttSinkConfig(MqttConnection):
     session_expiry_s: int = Field(default=3600, ge=0, description="MQTT 5 session expiry")
     max_inflight: int = Field(default=100, ge=1, le=65535, description="unacknowledged QoS 1 messages")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    home_assistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig,
+                                                description="Home Assistant MQTT discovery (opt-in)")
 
 
 class MqttSink(Sink):
@@ -49,6 +53,8 @@ class MqttSink(Sink):
         self.report = env.report
         self._degraded_since: float | None = None  # when storage_degraded was raised
         self.status_topic = topics.status_topic(self.prefix, device)
+        self.home_assistant = (HomeAssistant(config.home_assistant, self.prefix, device, self.status_topic,
+                                             __version__) if config.home_assistant.enabled else None)
         self.client = make_client(config, config.client_id or f"{device}-out")
         # the will is stored by the broker at connect and sent when the connection dies, so it carries no
         # time (it would be the connect time); subscribers take the time they receive it
@@ -65,6 +71,7 @@ class MqttSink(Sink):
         self._disconnected_at: float | None = time.monotonic()
         self._lost_at: float | None = None  # when the connection last dropped without our asking
         self._lock = threading.Lock()
+        self._ha_lock = threading.Lock()  # not _lock: publishing under it must not wait on PUBACK bookkeeping
         self._inflight: dict[int, int] = {}
         self._acked: list[int] = []
         # PUBACKs whose mid was not (yet) recorded: a reply faster than our bookkeeping, or paho's own
@@ -87,6 +94,12 @@ class MqttSink(Sink):
             self.outbox.put(item.event["event_id"], item.attachment_topic(self.prefix), item.attachment,
                             item.severity, ttl.get("image"))
         self._wake.set()
+        if self.home_assistant is not None:
+            with self._ha_lock:  # entity states in event order, from several workers
+                messages = self.home_assistant.on_event(item.event)
+                if self.connected.is_set():  # else published at the next connect, latest state only
+                    for topic, payload in messages:
+                        self.client.publish(topic, payload, qos=1, retain=True)
 
     def send_status(self, status: dict[str, Any]) -> None:
         if self.connected.is_set():
@@ -106,6 +119,10 @@ class MqttSink(Sink):
         log.info("mqtt connected", host=self.config.host, port=self.config.port, pending=self.outbox.pending(),
                  session_present=bool(getattr(flags, "session_present", False)))
         client.publish(self.status_topic, _status_payload(self.device, "online"), qos=1, retain=True)
+        if self.home_assistant is not None:
+            with self._ha_lock:
+                for topic, payload in self.home_assistant.everything():
+                    client.publish(topic, payload, qos=1, retain=True)
         self.connected.set()
         self._wake.set()
 
