@@ -23,6 +23,7 @@ EXAMPLES = {
     "validate-config": "edge-agent validate-config /etc/edge-agent/agent.yaml",
     "tail": "edge-agent tail --mqtt localhost:1883            # all devices\n"
             "  edge-agent tail --mqtt broker:8883 --device line3 --ca ca.crt --cert op.crt --key op.key",
+    "report": "edge-agent report /var/lib/edge-agent/events.jsonl --out shift.html",
     "check-replay": "edge-agent check-replay events.jsonl tests/data/expected-events.jsonl",
 }
 
@@ -137,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--config", type=Path, required=True, help="the agent's YAML configuration file")
         task_command.add_arguments(sub)
         sub.set_defaults(task_command=task_command)
+
+    report = command("report", "Make one self-contained HTML page of an events file (a shift, a replay).",
+                     "agent.commands:report")
+    report.add_argument("events", type=Path, help="JSON Lines events (a jsonl sink's file)")
+    report.add_argument("--out", type=Path, required=True, help="HTML file to write")
+    report.add_argument("--attachments", type=Path,
+                        help="folder of <event_id>.jpg crops (default: 'attachments' beside the events file)")
 
     check = command("check-replay", "Compare events from a replay with an expected-events file.",
                     "agent.commands:check_replay")

@@ -67,6 +67,7 @@ def demo(args: argparse.Namespace) -> int:
     agent.start()
     code = agent.run(duration_s=args.duration)
     _print_summary(agent.report_stats(), state_dir / "events.jsonl")
+    print(f"\na page to look at: edge-agent report {state_dir / 'events.jsonl'} --out report.html", flush=True)
     return code
 
 
@@ -246,6 +247,17 @@ def task_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     code: int = args.task_command.run(args, config)
     return code
+
+
+def report(args: argparse.Namespace) -> int:
+    """One HTML page of an events file."""
+    from agent.report import write_report
+
+    if not args.events.is_file():
+        raise RecordingError(f"{args.events}: no such events file")
+    count = write_report(args.events, args.out, args.attachments)
+    print(f"report of {count} events written to {args.out}")
+    return 0
 
 
 def check_replay(args: argparse.Namespace) -> int:

@@ -132,6 +132,8 @@ def resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
     for sink in config.sinks:
         if sink.kind == "jsonl" and not sink.path.is_absolute():
             sink.path = config.state_dir / sink.path
+        if sink.kind == "jsonl" and sink.attachments is not None and not sink.attachments.is_absolute():
+            sink.attachments = config.state_dir / sink.attachments
     return config
 
 
