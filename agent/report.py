@@ -223,7 +223,8 @@ def render(events: Events, attachments: Path | None, title: str) -> str:
     else:
         span, period = (0.0, 1.0), "no events"
     kinds = collections.Counter(f"{e.get('task')}/{e.get('type')} ({e.get('severity')})" for e in events.all)
-    overview = "".join(f"<tr><td>{html.escape(name)}</td><td>{count}</td></tr>" for name, count in sorted(kinds.items()))
+    overview = "".join(f"<tr><td>{html.escape(name)}</td><td>{count}</td></tr>"
+                       for name, count in sorted(kinds.items()))
     devices = ", ".join(sorted({str(e.get("device")) for e in events.all})) or "-"
     sections = [machines_section(events, span), cameras_section(events, span, attachments),
                 microphones_section(events), pages_section(events), agent_section(events)]
