@@ -19,8 +19,9 @@ from models.runtime.manifest import Manifest, TensorSpec, write_manifest
 from models.speakers.runtime.features import N_MELS, SEGMENT_FRAMES
 
 DIMENSION = 64
-#: thresholds chosen on espeak-ng voices by hand for this stand-in (tests/test_speakers_runtime.py)
-THRESHOLDS = {"distance_cut": 0.45, "assign_distance": 0.3, "change_distance": 0.35}
+#: thresholds chosen for this stand-in on 6 validation conversations (models.speakers.diarization.draw_scenes seed 99;
+#: the DER runs use other seeds): a grid over assign 0.06-0.15, cut 0.1-0.25, change 0.1-0.4
+THRESHOLDS = {"distance_cut": 0.15, "assign_distance": 0.15, "change_distance": 0.2}
 
 
 def standin_graph(seed: int = 0) -> bytes:
