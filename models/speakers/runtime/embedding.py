@@ -17,7 +17,7 @@ from models.speakers.runtime.features import log_mel, segments
 Embed = Callable[[np.ndarray], np.ndarray]
 #: segments per model call (bounds the memory of one call)
 BATCH = 64
-#: segments overlap by half: one every 20 frames (0.2 s)
+#: by default segments overlap by half: one every 20 frames (0.2 s)
 SEGMENT_HOP_S = 0.2
 
 
@@ -27,9 +27,9 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def segment_embeddings(audio: np.ndarray, embed: Embed) -> np.ndarray:
-    """16 kHz mono audio -> (segments, D) normalised embeddings, one per 0.4 s segment every 0.2 s."""
-    mel_segments = segments(log_mel(audio))
+def segment_embeddings(audio: np.ndarray, embed: Embed, hop_s: float = SEGMENT_HOP_S) -> np.ndarray:
+    """16 kHz mono audio -> (segments, D) normalised embeddings, one per 0.4 s segment every ``hop_s``."""
+    mel_segments = segments(log_mel(audio), hop=max(1, round(hop_s * 100)))
     if not len(mel_segments):
         return np.zeros((0, 0), dtype=np.float32)
     parts = [np.asarray(embed(mel_segments[start : start + BATCH]), dtype=np.float32)

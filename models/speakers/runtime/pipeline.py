@@ -55,7 +55,7 @@ class Diarizer:
         a sample index of the stream to source time. ValueError if the model returns non-finite values."""
         decided = []
         for speech in self.tracker.feed(audio):
-            embeddings = segment_embeddings(speech.audio, self.embed)
+            embeddings = segment_embeddings(speech.audio, self.embed, self.settings.segment_hop_s)
             for turn in split_at_changes(speech, embeddings, self.settings, self.thresholds.change_distance):
                 assignment, changes = self.clusters.assign(turn.embedding, time_ns(turn.start), time_ns(turn.end))
                 decided.append(LiveTurn(turn, assignment, changes, speech))

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.speakers.runtime.embedding import SEGMENT_HOP_S, cosine_distance, mean_embedding
-from models.speakers.runtime.features import SAMPLE_RATE
+from models.speakers.runtime.features import HOP, SAMPLE_RATE, SEGMENT_FRAMES
 from models.speakers.runtime.vad import CHUNK, VadStream
 
 
@@ -35,6 +35,8 @@ class TurnSettings(BaseModel):
     pad_s: float = Field(default=0.1, ge=0, le=0.5, description="audio kept either side of the speech")
     change_window_s: float = Field(default=1.5, ge=0.4, le=10,
                                    description="length of the stretches compared by the change detector")
+    segment_hop_s: float = Field(default=SEGMENT_HOP_S, ge=0.1, le=0.4, description="one 0.4 s segment is "
+                                 "embedded every this many seconds of speech (0.4: half the model's work)")
 
 
 @dataclass(frozen=True)
@@ -149,16 +151,18 @@ def change_points(embeddings: np.ndarray, window: int, threshold: float) -> list
 
 def split_at_changes(speech: Speech, embeddings: np.ndarray, settings: TurnSettings,
                      change_distance: float) -> list[Turn]:
-    """Cut a stretch of speech at the speaker changes in its segment embeddings (one every 0.2 s)."""
+    """Cut a stretch of speech at the speaker changes in its segment embeddings (one every ``segment_hop_s``)."""
     if not len(embeddings):
         return []
-    window = max(1, round(settings.change_window_s / SEGMENT_HOP_S))
+    window = max(1, round(settings.change_window_s / settings.segment_hop_s))
     cuts = change_points(embeddings, window, change_distance)
-    hop = round(SEGMENT_HOP_S * SAMPLE_RATE)
+    frames = max(1, round(settings.segment_hop_s * 100))
+    # the change between segments b - 1 and b is placed midway between where b starts and b - 1 ends
+    at = [speech.audio_start + (cut * frames + (SEGMENT_FRAMES - frames) // 2) * HOP for cut in cuts]
     bounds = [0, *cuts, len(embeddings)]
+    places = [speech.start, *at, speech.end]
     turns = []
-    for low, high in itertools.pairwise(bounds):
-        start = speech.start if low == 0 else speech.audio_start + low * hop
-        end = speech.end if high == len(embeddings) else speech.audio_start + high * hop
+    for index, (low, high) in enumerate(itertools.pairwise(bounds)):
+        start, end = places[index], places[index + 1]
         turns.append(Turn(start, end, mean_embedding(embeddings[low:high]), high - low, overlap=bool(cuts)))
     return turns
