@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import time
 import wave
 from pathlib import Path
@@ -79,6 +80,23 @@ class TestPersistenceAndNames:
         again = turns(run(make_task(tmp_path), windows(dialogue([HIGH, LOW])[0], start_ns=ORIGIN_NS + 10**11)))
         assert [turn["cluster"] for turn in again] == [first[1]["cluster"], first[0]["cluster"]]
         assert not any(turn["new_cluster"] for turn in again)
+
+    def test_state_is_saved_periodically_and_when_forgotten(self, tmp_path: Path, conversation: tuple) -> None:
+        """A tick after save_interval_s writes the clusters; forgetting the microphone saves and drops it."""
+        audio, _ = conversation
+        task = make_task(tmp_path, save_interval_s=0.001)
+        run(task, windows(audio))
+        path = tmp_path / "state" / "speakers" / "mic-01.json"
+        assert not path.exists()
+        time.sleep(0.01)  # past the (1 ms) save interval; the clock, not a wait for another thread
+        task.tick(time.time_ns())
+        saved = json.loads(path.read_text())
+        assert len(saved["clusters"]) == 2 and saved["history"]["turns"] == 4
+        assert saved["input"]["samples"] == len(audio) // 8000 * 8000 and saved["input"]["breaks"] == 0
+        assert set(saved) == {"version", "next_id", "history", "clusters", "input"}  # no audio, no turn embeddings
+        assert set(saved["clusters"][0]) == {"id", "centroid", "turns", "seconds", "name", "first_ns", "last_ns"}
+        task.forget("mic-01")
+        assert "mic-01" not in task.microphones and path.exists()
 
     def test_a_cluster_named_with_the_command_keeps_its_name(self, tmp_path: Path, conversation: tuple) -> None:
         """``edge-agent speakers name`` names a saved cluster; a running task picks it up at its next tick and
