@@ -144,7 +144,9 @@ class SpeakersTask(Task[SpeakersConfig]):
                 self.context.log.info("microphone stream restarted", sensor=item.sensor_id,
                                       gap_s=round((item.start_ns - microphone.expected_ns) / 1e9, 3))
             microphone.diarizer.reset()
-            microphone.clock = TimeOf(item.start_ns)
+        # the 16 kHz sample count is anchored to each window's source time, so resampling never drifts
+        fed = microphone.diarizer.tracker.fed
+        microphone.clock = TimeOf(item.start_ns - round(fed * 1e9 / SAMPLE_RATE))
         microphone.expected_ns = item.start_ns + round(len(item.samples) * 1e9 / item.sample_rate)
         try:
             decided = microphone.diarizer.feed(audio, microphone.clock)
