@@ -1,8 +1,11 @@
 """Diarization error rate (DER) of the live speakers task on synthetic conversations of 2-6 speakers.
 
 ``python -m models.speakers.diarization [--manifest models/speakers] [--conversations 20] [--seed 5]``
-synthesises conversations with espeak-ng (speakers drawn at random from a seed: language, variant,
-pitch, rate; any speaker the manifest's ``training`` lists under ``speakers`` is left out), with pauses,
+synthesises conversations of speakers the embedding model never heard: when the training corpus's
+speaker splits are there (``models.speakers.data.speaker_splits`` with ``train.yaml``'s corpus), its
+test and independent speakers, whose synthesisers are installed; otherwise espeak-ng speakers drawn
+at random from the seed (language, variant, pitch, rate; any the manifest's ``training.speakers``
+lists left out), and the report says that they may have been heard in training.  With pauses,
 interruptions, overlaps, room reverberation, noise and level changes, runs them through the same run-time
 code as the agent (:class:`models.speakers.runtime.pipeline.Diarizer`: silero-vad -> turns -> on-line
 clusters, 0.5 s at a time), and scores the labels the task published live with ``pyannote.metrics``
@@ -14,12 +17,14 @@ truth against clusters, of the first conversation.  Needs espeak-ng, pyannote.me
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from models.runtime import load_model
 from models.speakers.runtime.clusters import ClusterSettings
@@ -27,7 +32,7 @@ from models.speakers.runtime.pipeline import Diarizer, Thresholds, TimeOf
 from models.speakers.runtime.turns import TurnSettings
 from models.speakers.runtime.vad import SileroVad
 from sensors.simulate.conversation import Room, Utterance, conversation
-from sensors.simulate.speech import SAMPLE_RATE, Voice
+from sensors.simulate.speech import SAMPLE_RATE, Voice, available_engines
 
 LANGUAGES = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "Alex", "Andy", "Annie",
@@ -58,17 +63,34 @@ class Scene:
     seed: int
 
 
-def draw_scenes(count: int, seed: int, exclude: set[str]) -> list[Scene]:
-    """``count`` conversations of 2-6 speakers, each speaker a random espeak-ng voice not in ``exclude``."""
+def held_out_voices() -> list[Voice] | None:
+    """The speakers the embedding model never heard in training (its corpus's test and independent splits)
+    whose synthesiser is installed, or None when the training corpus code is not there."""
+    try:
+        data: Any = importlib.import_module("models.speakers.data")
+        corpus = yaml.safe_load((Path(__file__).parent / "train.yaml").read_text())["corpus"]
+        splits = data.speaker_splits(data.CorpusConfig(**corpus))
+        voices = [*splits["test"], *splits["independent"]]
+    except (ImportError, OSError, KeyError, AttributeError, TypeError, ValueError):
+        return None
+    installed = available_engines()
+    return [voice for voice in voices if isinstance(voice, Voice) and voice.engine in installed] or None
+
+
+def draw_scenes(count: int, seed: int, exclude: set[str], pool: list[Voice] | None = None) -> list[Scene]:
+    """``count`` conversations of 2-6 speakers: distinct voices from ``pool`` if given, else random espeak-ng
+    voices not in ``exclude``."""
     rng = np.random.default_rng(seed)
     scenes = []
     for index in range(count):
-        speakers = int(rng.integers(2, 7))
+        speakers = int(rng.integers(2, 7 if pool is None else min(7, len(pool) + 1)))
         voices: list[Voice] = []
         while len(voices) < speakers:
-            voice = Voice("espeak-ng", str(rng.choice(LANGUAGES)), str(rng.choice(VARIANTS)),
-                          int(rng.integers(15, 95)), int(rng.integers(130, 190)))
-            if voice.id not in exclude and all(v.variant != voice.variant for v in voices):
+            voice = (pool[int(rng.integers(len(pool)))] if pool is not None else
+                     Voice("espeak-ng", str(rng.choice(LANGUAGES)), str(rng.choice(VARIANTS)),
+                           int(rng.integers(15, 95)), int(rng.integers(130, 190))))
+            if voice.id not in exclude and all((v.name, v.variant) != (voice.name, voice.variant) or
+                                               v.engine != voice.engine for v in voices) and voice not in voices:
                 voices.append(voice)
         order = list(range(speakers)) + [int(s) for s in rng.integers(0, speakers, size=2 * speakers)]
         lines = [(speaker, str(rng.choice(SENTENCES))) for speaker in order]
@@ -133,17 +155,18 @@ def timeline(path: Path, truth: list[Utterance], found: list[tuple[float, float,
     return path
 
 
-def evaluate(manifest: Path, count: int, seed: int, out: Path) -> dict[str, Any]:
+def evaluate(manifest: Path, count: int, seed: int, out: Path, held_out: bool = True) -> dict[str, Any]:
     """DER over ``count`` conversations; writes ``out``/diarization.json and ``out``/timeline.png."""
     model = load_model(manifest)
     thresholds = Thresholds(**{name: float(model.manifest.thresholds[name])
                                for name in ("distance_cut", "assign_distance", "change_distance")})
     name = model.manifest.inputs[0].name
     trained = {str(s) for s in model.manifest.training.get("speakers", [])}
+    pool = held_out_voices() if held_out else None
     vad = SileroVad()
     totals: dict[str, float] = {}
     rows = []
-    for index, scene in enumerate(draw_scenes(count, seed, trained)):
+    for index, scene in enumerate(draw_scenes(count, seed, trained, pool)):
         audio, truth = conversation(scene.voices, scene.lines, scene.room, scene.seed)
         diarizer = Diarizer(vad, lambda mel: model.run({name: mel})[0], TurnSettings(), ClusterSettings(),
                             thresholds)
@@ -161,6 +184,8 @@ def evaluate(manifest: Path, count: int, seed: int, out: Path) -> dict[str, Any]
     errors = totals.get("confusion", 0) + totals.get("missed detection", 0) + totals.get("false alarm", 0)
     report = {"model": f"{model.manifest.name} {model.manifest.version}", "thresholds": thresholds.__dict__,
               "conversations": count, "seed": seed, "collar_s": 0.25, "excluded_training_speakers": len(trained),
+              "speakers": ("the training corpus's test and independent speakers (never heard in training)" if pool
+                           else "random espeak-ng speakers: some may have been heard in training"),
               "der": round(errors / total, 4) if total else None,
               "parts": {key: round(totals.get(key, 0.0) / total, 4) if total else None
                         for key in ("confusion", "missed detection", "false alarm")},
