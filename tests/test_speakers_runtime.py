@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -96,6 +97,44 @@ class TestTurns:
                                  normalise(sequence), TurnSettings(), 0.3)
         assert len(turns) == 2 and all(turn.overlap for turn in turns)
         assert turns[0].end == turns[1].start
+
+
+class _ScriptedVad:
+    """A VadStream stand-in that returns given probabilities (the tracker's logic without the model)."""
+
+    def __init__(self, probabilities: list[float]) -> None:
+        self.probabilities = probabilities
+        self.chunks = 0
+        self.pending = 0
+
+    def reset(self) -> None:
+        self.chunks = 0
+
+    def feed(self, audio: np.ndarray) -> np.ndarray:
+        self.pending += len(audio)
+        whole, self.pending = self.pending // CHUNK, self.pending % CHUNK
+        out = np.array([self.probabilities[(self.chunks + i) % len(self.probabilities)] for i in range(whole)])
+        self.chunks += whole
+        return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=400), st.lists(st.integers(1, 20_000), min_size=1,
+                                                                      max_size=40))
+def test_turns_stay_within_their_bounds_whatever_the_voice_activity(probabilities: list[float],
+                                                                    pieces: list[int]) -> None:
+    """Any sequence of speech probabilities, fed in pieces of any size: turns are ordered, no shorter than
+    min_turn_s, no longer than max_turn_s, their audio matches, and the buffer never holds more than a turn."""
+    settings_ = TurnSettings(min_turn_s=0.6, max_turn_s=3.0, min_pause_s=0.3)
+    tracker = TurnTracker(_ScriptedVad(probabilities), settings_)  # type: ignore[arg-type]
+    found = []
+    for size in pieces * 3:
+        found += tracker.feed(np.ones(size, np.float32) * 0.1)
+        assert len(tracker.buffer) <= (3.0 + 0.1) * RATE + 2 * CHUNK
+    for item in found:
+        assert 0.6 * RATE <= item.end - item.start <= 3.0 * RATE
+        assert item.audio_start <= item.start and len(item.audio) >= item.end - item.start
+    assert all(a.end <= b.start for a, b in itertools.pairwise(found))
 
 
 def clusters(**settings: int) -> SpeakerClusters:

@@ -30,7 +30,7 @@ from agent.tasks.speakers.simulate import MicrophoneSimulation
 from agent.windowing import Window
 from models.runtime import Model
 from models.speakers.runtime.clusters import Assignment, Change, SpeakerClusters
-from models.speakers.runtime.features import SAMPLE_RATE, to_mono_16k
+from models.speakers.runtime.features import N_MELS, SAMPLE_RATE, SEGMENT_FRAMES, to_mono_16k
 from models.speakers.runtime.pipeline import Diarizer, Thresholds, TimeOf
 from models.speakers.runtime.turns import Speech
 from models.speakers.runtime.vad import SileroVad
@@ -78,8 +78,9 @@ class SpeakersTask(Task[SpeakersConfig]):
         manifest = self.model.manifest
         self.thresholds = Thresholds(**self._thresholds(config, manifest.thresholds, manifest.task))
         self.input_name = manifest.inputs[0].name
-        self.dimension = int(manifest.outputs[0].shape[-1]) if isinstance(manifest.outputs[0].shape[-1], int) else 0
         self.ref = ModelRef(manifest.name, manifest.version)
+        #: the embedding size, asked of the model itself (a manifest may leave it symbolic)
+        self.dimension = int(self.embed(np.zeros((1, SEGMENT_FRAMES, N_MELS), np.float32)).shape[-1])
         self.vad = SileroVad()
         self.names = NameStore(context.state_dir)
         self.microphones: dict[str, _Microphone] = {}

@@ -100,7 +100,7 @@ class TurnTracker:
             if end - self.last_speech >= pause:
                 closed.append(self._close(self.last_speech, forced=False))
                 self.start = None
-            elif end - self.start >= longest:
+            elif end + CHUNK - self.start > longest:  # the next chunk would make it longer than max_turn_s
                 closed.append(self._close(end, forced=True))
                 self.start, self.last_speech = end, end
         self._trim()
