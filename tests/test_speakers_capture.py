@@ -3,7 +3,10 @@ Mosquitto broker -> a running agent's speakers task -> speaker_turn events; and 
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,6 +81,27 @@ class TestCaptureAdapter:
         assert [m.seq for m in messages] == list(range(15))
         assert all(m.samples.dtype == np.int16 and m.sample_rate == 48_000 for m in messages)
         assert [m.timestamp_ns for m in messages] == [10**18 + i * 200_000_000 for i in range(15)]
+
+    def test_a_url_is_read_like_a_file(self, tmp_path: Path) -> None:
+        """The same FLAC served over HTTP (a real local server) gives the same messages as the file."""
+        path = tmp_path / "talk.flac"
+        write_audio(str(path), np.sin(np.arange(32_000) / 7).astype(np.float32) * 0.3, 16_000)
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            from_url: list[Any] = []
+            capture(f"http://127.0.0.1:{server.server_address[1]}/talk.flac", "mic-03",
+                    lambda topic, raw: from_url.append(decode(raw)), fast=True, start_ns=10**18)
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+        from_file: list[Any] = []
+        capture(str(path), "mic-03", lambda topic, raw: from_file.append(decode(raw)), fast=True, start_ns=10**18)
+        assert len(from_url) == len(from_file) == 20
+        assert all(np.array_equal(a.samples, b.samples) for a, b in zip(from_url, from_file, strict=True))
 
     def test_devices_are_named_by_their_ffmpeg_input(self) -> None:
         assert parse_source("alsa:hw:1,0") == ("hw:1,0", "alsa", True)
