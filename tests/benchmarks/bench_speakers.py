@@ -57,15 +57,16 @@ def streams(microphones: int, seconds: float) -> list[list[bytes]]:
     return result
 
 
-def microphones_cpu(microphones: int = 10, seconds: float = 60.0, model: Path | None = None) -> dict[str, Any]:
-    """CPU seconds per second of audio and added memory for ``microphones`` live streams."""
+def microphones_cpu(microphones: int = 10, seconds: float = 60.0, model: Path | None = None,
+                    **settings: Any) -> dict[str, Any]:
+    """CPU seconds per second of audio and added memory for ``microphones`` live streams (``settings``: config)."""
     data = streams(microphones, seconds)
     with tempfile.TemporaryDirectory() as folder:
         if model is None:
             model = SHIPPED if SHIPPED.exists() else write_standin(Path(folder) / "standin")
         before = rss_mb()
         context = TaskContext("bench", Path(folder) / "state", load_model, structlog.get_logger())
-        config = SpeakersConfig(model=model)
+        config = SpeakersConfig(model=model, **settings)
         task = SpeakersTask(config, context)
         windowers = [Windower(config.window_s, config.hop_s) for _ in data]
         turns = 0
