@@ -1,5 +1,5 @@
-"""The ``edge-agent`` command: run, demo, replay, record, validate-config, tail, check-replay, and the tasks' own
-maintenance commands (e.g. the vibration task's reset-baseline)."""
+"""The ``edge-agent`` command: run, demo, replay, record, capture, validate-config, tail, check-replay, and the
+tasks' own maintenance commands (e.g. the vibration task's reset-baseline)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ EXAMPLES = {
             "  edge-agent tail --mqtt broker:8883 --device line3 --ca ca.crt --cert op.crt --key op.key",
     "report": "edge-agent report /var/lib/edge-agent/events.jsonl --out shift.html",
     "check-replay": "edge-agent check-replay events.jsonl tests/data/expected-events.jsonl",
+    "capture": "edge-agent capture audio --input meeting.flac --sensor mic-01 --mqtt localhost:1883\n"
+               "  edge-agent capture audio --input alsa:hw:1,0 --sensor mic-01 --zmq tcp://127.0.0.1:5556\n"
+               "  edge-agent capture audio --input rtsp://camera-3/audio --sensor mic-03 --mqtt broker:1883",
 }
 
 
@@ -145,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, required=True, help="HTML file to write")
     report.add_argument("--attachments", type=Path,
                         help="folder of <event_id>.jpg crops (default: 'attachments' beside the events file)")
+
+    capture = command("capture", "Publish a microphone: an audio file, URL or capture device as wire messages.",
+                      "agent.commands:capture")
+    capture.add_argument("what", choices=("audio",), help="what to capture (audio)")
+    capture.add_argument("--input", required=True, help="audio file, URL, or device (alsa:hw:1,0, pulse:default)")
+    capture.add_argument("--sensor", required=True, help="sensor id to publish as, e.g. mic-01")
+    _target_arguments(capture)
+    capture.add_argument("--fast", action="store_true", help="files: as fast as possible, not in real time")
+    capture.add_argument("--chunk-s", type=float, default=0.1, help="seconds of audio per message (default 0.1)")
+    capture.add_argument("--rate", type=int, help="resample to this rate, Hz (default: the source's)")
+    _connect_timeout(capture)
 
     check = command("check-replay", "Compare events from a replay with an expected-events file.",
                     "agent.commands:check_replay")

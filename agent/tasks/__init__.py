@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 TASKS: Registry[Task[Any]] = Registry("task", {
     "vibration": "agent.tasks.vibration.task:VibrationTask",
     "quality": "agent.tasks.quality.task:QualityTask",
+    "speakers": "agent.tasks.speakers.task:SpeakersTask",
 })
 
 

@@ -23,7 +23,7 @@ def to_mono_16k(samples: np.ndarray, sample_rate: float) -> np.ndarray:
     audio = np.asarray(samples, dtype=np.float64)
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
-    rate = int(round(sample_rate))
+    rate = round(sample_rate)
     if rate != SAMPLE_RATE:
         divisor = np.gcd(rate, SAMPLE_RATE)
         audio = resample_poly(audio, SAMPLE_RATE // divisor, rate // divisor)
@@ -47,7 +47,7 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
 def mel_filterbank() -> np.ndarray:
     """(N_MELS, N_FFT // 2 + 1) triangular filters, Slaney-normalised (equal area), 0 to 8 kHz."""
     bins = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(SAMPLE_RATE / 2), N_MELS + 2))
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.asarray(0.0)), _hz_to_mel(np.asarray(SAMPLE_RATE / 2)), N_MELS + 2))
     lower = (bins[None, :] - edges[:-2, None]) / (edges[1:-1, None] - edges[:-2, None])
     upper = (edges[2:, None] - bins[None, :]) / (edges[2:, None] - edges[1:-1, None])
     filters = np.maximum(0.0, np.minimum(lower, upper))
