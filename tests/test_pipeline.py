@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
@@ -72,7 +73,7 @@ class TestWindower:
         def starts(windower: Windower, seqs: range) -> set[int]:
             found = set()
             for seq in seqs:
-                message = dataclasses.replace(chunk(seq), ack=lambda seq=seq: acked.add(seq))
+                message = dataclasses.replace(chunk(seq), ack=functools.partial(acked.add, seq))
                 found |= {w.start_ns for w in windower.feed(message)[0]}
                 windower.acknowledge()
             return found

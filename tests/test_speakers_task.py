@@ -20,13 +20,14 @@ from agent.tasks.speakers.config import SpeakersConfig
 from agent.tasks.speakers.task import SpeakersTask
 from agent.windowing import Window
 from sensors.errors import ConfigError
+from sensors.simulate.speech import Voice
 from sensors.wire import Kind
 from tests.cli_runner import cli, config_dict, fails_with
 from tests.speakers_support import HIGH, LOW, ORIGIN_NS, RATE, dialogue, make_task, run, standin, turns, windows
 
 
 @pytest.fixture(scope="module")
-def conversation() -> tuple[np.ndarray, list[tuple[float, float, object]]]:
+def conversation() -> tuple[np.ndarray, list[tuple[float, float, Voice]]]:
     return dialogue([LOW, HIGH, LOW, HIGH])
 
 
