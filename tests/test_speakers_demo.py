@@ -58,7 +58,7 @@ class TestDemoConversation:
         other = finalize(body.draft("mic-00", ORIGIN_NS, "info", 0.9), "demo", "speakers") | {"type": "other"}
         sink.send(Outgoing(other, dumps(other)))
         [line] = stream.getvalue().splitlines()
-        assert line.endswith("speakers/speaker_turn sensor=mic-00 cluster=2 name=Alice duration_s=3.2")
+        assert line.endswith(" demo speakers/speaker_turn mic-00 cluster=2 name=Alice duration_s=3.2")
 
     def test_the_demo_config_has_the_microphone_and_prints_turns(self) -> None:
         config = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
