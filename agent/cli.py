@@ -149,15 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--attachments", type=Path,
                         help="folder of <event_id>.jpg crops (default: 'attachments' beside the events file)")
 
-    capture = command("capture", "Publish a microphone: an audio file, URL or capture device as wire messages.",
+    capture = command("capture", "Publish a microphone or a camera: a file, URL or capture device as wire messages.",
                       "agent.commands:capture")
-    capture.add_argument("what", choices=("audio",), help="what to capture (audio)")
-    capture.add_argument("--input", required=True, help="audio file, URL, or device (alsa:hw:1,0, pulse:default)")
+    capture.add_argument("what", choices=("audio", "camera"), help="a microphone (audio) or a camera")
+    capture.add_argument("--input", required=True,
+                         help="file, URL (rtsp://, http://) or device (alsa:hw:1,0, pulse:default, v4l2:/dev/video0)")
     capture.add_argument("--sensor", required=True, help="sensor id to publish as, e.g. mic-01")
     _target_arguments(capture)
     capture.add_argument("--fast", action="store_true", help="files: as fast as possible, not in real time")
     capture.add_argument("--chunk-s", type=float, default=0.1, help="seconds of audio per message (default 0.1)")
     capture.add_argument("--rate", type=int, help="resample to this rate, Hz (default: the source's)")
+    capture.add_argument("--fps", type=float, default=2.0, help="camera: frames a second to publish")
+    capture.add_argument("--quality", type=int, default=90, choices=range(30, 96), metavar="30-95",
+                         help="camera: JPEG quality")
     _connect_timeout(capture)
 
     check = command("check-replay", "Compare events from a replay with an expected-events file.",

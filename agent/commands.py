@@ -133,16 +133,19 @@ def replay(args: argparse.Namespace) -> int:
 
 
 def capture(args: argparse.Namespace) -> int:
-    """Publish an audio file, URL or capture device as wire-format audio (PyAV decodes all three)."""
+    """Publish an audio or video file, URL or capture device as wire messages (PyAV decodes all of them)."""
     from sensors.capture import capture as capture_audio
-    from sensors.capture import open_container
+    from sensors.capture import capture_camera, open_container
     from sensors.replay import MqttPublisher, ZmqPublisher
     from sensors.wire import check_sensor_id
 
     check_sensor_id(args.sensor)
     if not 0.01 <= args.chunk_s <= 5:
         raise ConfigError(f"--chunk-s must be between 0.01 and 5 seconds, got {args.chunk_s}")
-    open_container(args.input)[0].close()  # a bad --input fails before anything connects
+    if not 0.01 <= args.fps <= 120:
+        raise ConfigError(f"--fps must be between 0.01 and 120, got {args.fps}")
+    camera = args.what == "camera"
+    open_container(args.input, "video" if camera else "audio")[0].close()  # a bad --input fails before connecting
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -150,10 +153,14 @@ def capture(args: argparse.Namespace) -> int:
     publisher: Any = (MqttPublisher(*_host_port(args.mqtt), timeout_s=args.connect_timeout) if args.mqtt
                       else ZmqPublisher(args.zmq, mode="push"))
     with publisher:
-        count = capture_audio(args.input, args.sensor, publisher.publish, prefix=args.prefix, chunk_s=args.chunk_s,
-                              rate=args.rate, fast=args.fast, stop=stop)
-    print(f"published {count} audio messages from {args.input} as {args.sensor} in "
-          f"{time.monotonic() - started:.1f} s")
+        if camera:
+            count = capture_camera(args.input, args.sensor, publisher.publish, prefix=args.prefix, fps=args.fps,
+                                   quality=args.quality, fast=args.fast, stop=stop)
+        else:
+            count = capture_audio(args.input, args.sensor, publisher.publish, prefix=args.prefix,
+                                  chunk_s=args.chunk_s, rate=args.rate, fast=args.fast, stop=stop)
+    what = "frames" if camera else "audio messages"
+    print(f"published {count} {what} from {args.input} as {args.sensor} in {time.monotonic() - started:.1f} s")
     return 0
 
 
