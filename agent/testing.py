@@ -51,7 +51,8 @@ def free_port() -> int:
         return port
 
 
-def wait_until(condition: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02, message: str = "") -> T:
+def wait_until(condition: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02,
+               message: str = "") -> T:
     """Poll ``condition`` until it returns something true and return that; TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
