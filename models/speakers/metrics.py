@@ -71,17 +71,18 @@ def misclassification_rate(speakers: Sequence[str], clusters: np.ndarray) -> flo
 def best_threshold(same: np.ndarray, different: np.ndarray) -> tuple[float, float]:
     """Distance cut separating same-speaker (below) from different-speaker (above) distances.
 
-    Returns (threshold, error rate): the middle of the widest run of candidate cuts that make the fewest
-    errors, so a clean separation gives the midpoint of the gap rather than its edge.
+    Returns (threshold, balanced error rate): the middle of the widest run of candidate cuts with the
+    lowest mean of the two error rates (balanced, because different-speaker pairs far outnumber
+    same-speaker ones), so a clean separation gives the midpoint of the gap rather than its edge.
     """
     values = np.unique(np.concatenate([same, different]))
     candidates = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
-    errors = np.array([(same > cut).sum() + (different <= cut).sum() for cut in candidates])
-    best = np.flatnonzero(errors == errors.min())
+    errors = np.array([((same > cut).mean() + (different <= cut).mean()) / 2 for cut in candidates])
+    best = np.flatnonzero(errors <= errors.min() + 1e-12)
     runs = np.split(best, np.flatnonzero(np.diff(best) > 1) + 1)
     widest = max(runs, key=lambda run: candidates[run[-1]] - candidates[run[0]])
     cut = float((candidates[widest[0]] + candidates[widest[-1]]) / 2)
-    return cut, float(errors.min() / (len(same) + len(different)))
+    return cut, float(errors.min())
 
 
 def choose_cut(embeddings: np.ndarray, speakers: Sequence[str]) -> tuple[float, float]:

@@ -20,8 +20,34 @@ class NetworkConfig(BaseModel):
     dropout_dense: float = Field(default=0.25, description="dropout after dense(10N)")
 
 
+class InputNorm(nn.Module):
+    """Removes each segment's overall level, then standardises each mel band with training statistics.
+
+    Not in the paper: a gain shifts every bin of ``log10(1 + 10000 x)`` by about the same amount, so
+    subtracting the segment's mean makes the embedding (nearly) level-invariant, and fixed per-band
+    statistics keep the LSTM gates out of saturation.  Both are part of the exported graph.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(features.N_MELS))
+        self.register_buffer("std", torch.ones(features.N_MELS))
+
+    def level_free(self, mel: torch.Tensor) -> torch.Tensor:
+        return mel - mel.mean(dim=(1, 2), keepdim=True)
+
+    def fit(self, mel: torch.Tensor) -> None:
+        """Set the band statistics from (n, frames, bands) training segments."""
+        flat = self.level_free(mel).reshape(-1, mel.shape[-1])
+        self.mean.copy_(flat.mean(dim=0))
+        self.std.copy_(flat.std(dim=0).clamp_min(1e-3))
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return (self.level_free(mel) - self.mean) / self.std
+
+
 class SpeakerNet(nn.Module):
-    """BiLSTM(256, sequences) -> dropout -> BiLSTM(256) -> dense(10N) -> dropout -> dense(5N) -> dense(N).
+    """InputNorm -> BiLSTM(256, sequences) -> dropout -> BiLSTM(256) -> dense(10N) -> dropout -> dense(5N) -> dense(N).
 
     ``embed`` is the second BiLSTM's output (its last forward and last backward state, 2 x hidden), as the
     Keras ``Bidirectional(LSTM(256))`` of the paper; ``forward`` returns the N logits (softmax in the loss).
@@ -30,6 +56,7 @@ class SpeakerNet(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         n = config.speakers
+        self.norm = InputNorm()
         self.first = nn.LSTM(features.N_MELS, config.hidden, batch_first=True, bidirectional=True)
         self.second = nn.LSTM(2 * config.hidden, config.hidden, batch_first=True, bidirectional=True)
         self.drop_lstm = nn.Dropout(config.dropout_lstm)
@@ -41,7 +68,7 @@ class SpeakerNet(nn.Module):
 
     def embed(self, mel: torch.Tensor) -> torch.Tensor:
         """(batch, 40, 128) log-mel -> (batch, 2 x hidden) embedding."""
-        sequence, _ = self.first(mel)
+        sequence, _ = self.first(self.norm(mel))
         _, (state, _) = self.second(self.drop_lstm(sequence))
         return torch.cat([state[0], state[1]], dim=1)
 

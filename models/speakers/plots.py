@@ -15,15 +15,15 @@ from scipy.cluster.hierarchy import dendrogram
 
 
 def learning_curves(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
-    """Training loss and validation MR / pair error against steps, one colour per loss variant."""
+    """Training loss and validation MR (true N, best cut) against steps, one colour per loss variant."""
     figure, axes = plt.subplots(1, 3, figsize=(14, 4))
     for loss, summary in summaries.items():
         history = summary["history"]
         axes[0].plot(history["step"], history["train_loss"], label=loss)
         axes[1].plot(history["step"], np.array(history["val_mr_true_k"]) * 100, label=loss)
-        axes[2].plot(history["step"], np.array(history["val_pair_error"]) * 100, label=loss)
+        axes[2].plot(history["step"], np.array(history["val_mr_best_cut"]) * 100, label=loss)
     for axis, title in zip(axes, ["training loss (own scale per loss)", "validation MR at true N (%)",
-                                  "validation same/different pair error (%)"], strict=True):
+                                  "validation MR at its best cut (%)"], strict=True):
         axis.set_title(title)
         axis.set_xlabel("step")
         axis.legend()

@@ -108,6 +108,8 @@ def train_variant(config: TrainConfig, loss_name: Loss, corpus: dict[str, list[U
     torch.manual_seed(config.seed)
     segments, labels, names = segment_bank(corpus["train"])
     net = SpeakerNet(config.network.model_copy(update={"speakers": len(names)}))
+    sample = np.random.default_rng(config.seed).choice(len(segments), min(len(segments), 4000), replace=False)
+    net.norm.fit(torch.from_numpy(segments[np.sort(sample)]))
     fit = config.fit
     margin_head = AdditiveMarginSoftmax(5 * len(names), len(names), fit.am_scale, fit.am_margin)
     params = list(net.parameters()) + (list(margin_head.parameters()) if loss_name == "am_softmax" else [])
@@ -132,11 +134,10 @@ def train_variant(config: TrainConfig, loss_name: Loss, corpus: dict[str, list[U
         torch.nn.utils.clip_grad_norm_(params, fit.clip)
         optimiser.step()
         schedule.step()
-        running.append(float(loss))
+        running.append(float(loss.detach()))
         if step % fit.eval_every == 0 or step == fit.steps:
-            scores = validate(net, corpus["val"])
-            for key, value in [("step", step), ("train_loss", float(np.mean(running))),
-                               ("seconds", time.monotonic() - started), *scores.items()]:
+            scores = {"train_loss": float(np.mean(running)), **validate(net, corpus["val"])}
+            for key, value in [("step", step), ("seconds", time.monotonic() - started), *scores.items()]:
                 history.setdefault(key, []).append(float(value))
             running = []
             rank = (scores["val_mr_true_k"], scores["val_pair_error"])
