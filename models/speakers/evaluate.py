@@ -27,14 +27,16 @@ PAPER_MR = 0.0219  # Lukic et al., 40 TIMIT speakers, BiLSTM + PKLD
 
 def held_out_splits(config: CorpusConfig) -> dict[str, list[Utterance]]:
     """Validation, test and independent-test utterances with their augmented audio (for peer models);
-    the same draws as the training corpus, so the log-mel frames are identical."""
+    the same draws as the training corpus, so the log-mel frames are identical.  ``test_clean`` and
+    ``independent_clean`` are the same sentences without any augmentation (the paper's TIMIT is clean)."""
     voices = speaker_splits(config)
-    return {
-        "val": build_split(voices["val"], config.val_utterances, 1, config, "val", keep_audio=True),
-        "test": build_split(voices["test"], config.test_utterances, 1, config, "test", keep_audio=True),
-        "independent": build_split(voices["independent"], config.test_utterances, 1, config, "independent",
-                                   keep_audio=True),
-    }
+    clean = config.model_copy(update={"clean_share": 1.0})
+    splits = {"val": build_split(voices["val"], config.val_utterances, 1, config, "val", keep_audio=True)}
+    for split in ("test", "independent"):
+        splits[split] = build_split(voices[split], config.test_utterances, 1, config, split, keep_audio=True)
+        splits[f"{split}_clean"] = build_split(voices[split], config.test_utterances, 1, clean, split,
+                                               keep_audio=True)
+    return splits
 
 
 def clustering_figures(embeddings: np.ndarray, speakers: list[str], cut: float) -> dict[str, float]:
@@ -56,7 +58,7 @@ def score_embedder(embed_utterances: Any, splits: dict[str, list[Utterance]],
     val_cut, val_mr = metrics.choose_cut(val_embeddings, [u.speaker for u in val])
     chosen = val_cut if cut is None else cut
     result: dict[str, Any] = {"distance_cut": chosen, "val_mr_at_best_cut": val_mr}
-    for split in ("test", "independent"):
+    for split in ("test", "independent", "test_clean", "independent_clean"):
         utterances = splits[split]
         result[split] = clustering_figures(embed_utterances(utterances), [u.speaker for u in utterances], chosen)
     return result
@@ -95,13 +97,14 @@ def variant_embedder(train_config: Any, folder: Path) -> Any:
 
 
 def evaluate(config_path: Path = FOLDER / "train.yaml", manifest_path: Path = FOLDER / "manifest.yaml",
-             resemblyzer: bool = True, variants: bool = True) -> dict[str, Any]:
+             resemblyzer: bool = True, variants: bool = True,
+             splits: dict[str, list[Utterance]] | None = None) -> dict[str, Any]:
     """Every figure of the model card as a dict (see ``evaluation.json``)."""
     from models.speakers.train import load_config
 
     config = load_config(config_path)
     manifest = load_manifest(manifest_path)
-    splits = held_out_splits(config.corpus)
+    splits = splits or held_out_splits(config.corpus)
     report: dict[str, Any] = {
         "model": manifest.name, "thresholds": manifest.thresholds, "paper_mr": PAPER_MR,
         "shipped": score_embedder(onnx_utterance_embedder(manifest.onnx_path), splits,
@@ -119,13 +122,11 @@ def evaluate(config_path: Path = FOLDER / "train.yaml", manifest_path: Path = FO
     return report
 
 
-def draw(manifest_path: Path, config_path: Path, folder: Path = FOLDER) -> None:
+def draw(manifest_path: Path, splits: dict[str, list[Utterance]], folder: Path = FOLDER) -> None:
     """The embedding maps of both test splits and the test dendrogram at the shipped cut."""
     from models.speakers.plots import dendrogram_plot, embedding_map
-    from models.speakers.train import load_config
 
     manifest = load_manifest(manifest_path)
-    splits = held_out_splits(load_config(config_path).corpus)
     embed = onnx_utterance_embedder(manifest.onnx_path)
     for split, name in (("test", "embedding_map.png"), ("independent", "embedding_map_independent.png")):
         utterances = splits[split]
@@ -144,9 +145,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--manifest", type=Path, default=FOLDER / "manifest.yaml")
     parser.add_argument("--no-resemblyzer", action="store_true")
     args = parser.parse_args(argv)
-    report = evaluate(args.config, args.manifest, resemblyzer=not args.no_resemblyzer)
+    from models.speakers.train import load_config
+
+    splits = held_out_splits(load_config(args.config).corpus)
+    draw(args.manifest, splits)
+    report = evaluate(args.config, args.manifest, resemblyzer=not args.no_resemblyzer, splits=splits)
     (FOLDER / "evaluation.json").write_text(json.dumps(report, indent=1))
-    draw(args.manifest, args.config)
     print(json.dumps(report, indent=1))
 
 

@@ -28,6 +28,9 @@ class InputNorm(nn.Module):
     statistics keep the LSTM gates out of saturation.  Both are part of the exported graph.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(features.N_MELS))
