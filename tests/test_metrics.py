@@ -40,7 +40,8 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[tuple[tu
     inbound, port = free_port(), free_port()
     config = agent_config(tmp_path / "state", write_energy_model(tmp_path / "model"),
                           [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{inbound}", "socket": "pull"}],
-                          [{"kind": "jsonl", "path": "events.jsonl"}], metrics={"enabled": True, "port": port})
+                          [{"kind": "jsonl", "path": str(tmp_path / "events.jsonl")}],
+                          metrics={"enabled": True, "port": port})
     running = RunningAgent(config)
     try:
         with zmq_socket(zmq.PUSH, f"tcp://127.0.0.1:{inbound}") as push:
@@ -94,7 +95,7 @@ def test_every_metric_is_documented() -> None:
 def test_off_by_default_and_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
     config = agent_config(tmp_path / "state", write_energy_model(tmp_path / "model"),
                           [{"kind": "zmq", "endpoint": f"tcp://127.0.0.1:{free_port()}", "socket": "pull"}],
-                          [{"kind": "jsonl", "path": "events.jsonl"}])
+                          [{"kind": "jsonl", "path": str(tmp_path / "events.jsonl")}])
     assert parse_config(config).metrics.enabled is False
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
