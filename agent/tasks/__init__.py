@@ -21,6 +21,7 @@ TASKS: Registry[Task[Any]] = Registry("task", {
     "vibration": "agent.tasks.vibration.task:VibrationTask",
     "quality": "agent.tasks.quality.task:QualityTask",
     "speakers": "agent.tasks.speakers.task:SpeakersTask",
+    "symbols": "agent.tasks.symbols.task:SymbolsTask",
 })
 
 
