@@ -3,9 +3,10 @@
     python -m models.symbols.train --config models/symbols/train.yaml --out /tmp/stage1
     python -m models.symbols.train --config models/symbols/train-stage2.yaml
 
-The second stage continues the first's checkpoint jointly at a lower learning rate.  Writes ``checkpoint.pt`` and ``history.json`` beside this file, then exports ``model.onnx`` +
-``manifest.yaml`` (models/symbols/export.py).  ``--steps N`` overrides every phase's length (CI
-runs a few steps to prove the path).
+The second stage continues the first's checkpoint jointly at a lower learning rate.  Each writes
+``checkpoint.pt`` and ``history.json`` to ``--out`` (default: beside this file), then exports
+``model.onnx`` + ``manifest.yaml`` there (models/symbols/export.py).  ``--steps N`` overrides every
+phase's length (CI runs a few steps to prove the path).
 """
 
 from __future__ import annotations
