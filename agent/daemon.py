@@ -168,6 +168,11 @@ class Agent:
             left = worker.drain(deadline)
             if left:
                 log.error("stopped with items still queued", task=worker.name, left=left)
+            if worker.thread.is_alive():
+                # still inside a model run: closing its session under it aborts the process (ONNX Runtime
+                # calls std::terminate); the process is about to exit and the OS reclaims the model
+                log.error("task still busy at the drain deadline; not closed", task=worker.name)
+                continue
             worker.task.close()
 
     # -- events ----------------------------------------------------------------------------

@@ -87,6 +87,30 @@ class TestNotifyAndSignals:
             daemon.process.wait(10)
 
 
+    def test_a_task_busy_past_the_drain_deadline_is_left_alone(self, tmp_path: Path, notify: NotifySocket) -> None:
+        """A stop while a task is inside a long model run: the agent exits 0 at its drain deadline without
+        closing that task's model under it (ONNX Runtime aborts the process when a running session goes)."""
+        port = free_port()
+        config = zmq_config(tmp_path, port, stuck_after_s=1.0, drain_timeout_s=1.0, probe={"delay_s": 8})
+        daemon = Daemon(tmp_path, config, notify)
+        try:
+            assert notify.wait_for("READY=1", 30), daemon.log()
+            assert notify.wait_for("WATCHDOG=1", 5)
+            push(port, "pump-1", range(1), amplitude=3.0)
+
+            def busy() -> bool:  # the watchdog pings stop once the worker is inside its call
+                before = notify.count("WATCHDOG=1")
+                notify.wait_for("never", 1.5)
+                return notify.count("WATCHDOG=1") == before
+
+            assert wait_until(busy, timeout=20, interval=0), daemon.log()
+        finally:
+            code = daemon.stop()
+        assert code == 0, daemon.log()
+        assert daemon.log_events("task still busy at the drain deadline; not closed")
+        assert "Traceback" not in daemon.log()
+
+
 class TestReload:
     def test_sighup_reloads_and_a_bad_config_is_refused(self, tmp_path: Path, notify: NotifySocket) -> None:
         """SIGHUP applies a valid new config, refuses an invalid one and keeps running either way."""

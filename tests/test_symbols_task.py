@@ -66,6 +66,8 @@ def test_a_page_photo_gives_one_valid_event_with_counts_that_add_up(page_events:
         body = event["body"]
         assert event["type"] == "symbols_detected" and event["severity"] == "info"
         assert body["total"] == sum(body["counts"].values()) == len(body["detections"]) == event["score"]
+        top = max(body["counts"], key=body["counts"].get)
+        assert body["summary"].startswith(f"{body['total']} symbols: {body['counts'][top]} {top}")
         assert body["staff_space"] is not None and 8 < body["staff_space"] < 20
         confidences = [d["confidence"] for d in body["detections"]]
         assert confidences == sorted(confidences, reverse=True)

@@ -9,6 +9,7 @@ with the boxes is its attachment.  numpy, scipy and Pillow only: no torch at run
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -94,14 +95,13 @@ class SymbolsTask(Task[SymbolsConfig]):
         keep = keep[found.scores[keep] >= self.min_confidence]
         names = [self.classes[int(label)] if int(label) < len(self.classes) else str(int(label))
                  for label in found.labels[keep]]
-        counts: dict[str, int] = {}
-        for name in names:
-            counts[name] = counts.get(name, 0) + 1
+        counts = dict(Counter(names).most_common())
         listed = [events.Symbol(symbol=name, box=[round(float(v), 1) for v in found.boxes[i]],
                                 confidence=round(float(found.scores[i]), 3))
                   for name, i in zip(names[: self.config.max_listed], keep[: self.config.max_listed], strict=True)]
         body = events.SymbolsDetected(
-            page_id=str(item.meta.get("page_id", f"{item.sensor_id}-{item.seq}")), total=len(names), counts=counts,
+            page_id=str(item.meta.get("page_id", f"{item.sensor_id}-{item.seq}")), total=len(names),
+            summary=summary(counts), counts=counts,
             detections=listed, truncated=len(names) > len(listed), min_confidence=self.min_confidence,
             staff_space=None if result.staff_space is None else round(result.staff_space, 2), tiles=result.tiles,
             page=events.PageSize(width=int(image.shape[1]), height=int(image.shape[0])))
@@ -124,6 +124,13 @@ class SymbolsTask(Task[SymbolsConfig]):
 
     def close(self) -> None:
         self.model.close()
+
+
+def summary(counts: dict[str, int], top: int = 5) -> str:
+    """'N symbols: a x, b y, ...' for the ``top`` most common classes (counts ordered most common first)."""
+    shown = ", ".join(f"{count} {name}" for name, count in list(counts.items())[:top])
+    more = ", ..." if len(counts) > top else ""
+    return f"{sum(counts.values())} symbols" + (f": {shown}{more}" if counts else "")
 
 
 def _declared_pixels(payload: bytes) -> int:
