@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default=CONFIG, type=Path)
     parser.add_argument("--no-peer", action="store_true", help="skip dlib even when it is installed")
     args = parser.parse_args(argv)
-    from models.faces.plots import group_rocs, worst_pairs
+    from models.faces.plots import group_rocs, samples, worst_pairs
 
     config = load_config(args.config)
     manifest = load_manifest(FOLDER / "manifest.yaml")
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     group_rocs(curves, FOLDER / "group_roc.png")
     worst_pairs(banks["synthetic_test"].images, worst_pair_list(model_results[("ours", "synthetic_test")]),
                 FOLDER / "worst_pairs.png")
+    samples({name: (bank.images, bank.labels) for name, bank in banks.items()}, FOLDER / "samples.png")
     print("wrote", FOLDER / "evaluation.json")
 
 

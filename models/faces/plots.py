@@ -62,3 +62,22 @@ def worst_pairs(images: np.ndarray, pairs: list[tuple[int, int, float, bool]], p
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def samples(banks: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, identities: int = 8,
+            per_identity: int = 4) -> Path:
+    """One row per identity (pictures side by side), one block per generator: what the model is shown."""
+    figure, axes = plt.subplots(identities, per_identity * len(banks), figsize=(1.3 * per_identity * len(banks),
+                                                                                1.3 * identities), squeeze=False)
+    for block, (title, (images, labels)) in enumerate(banks.items()):
+        for row in range(identities):
+            own = np.flatnonzero(labels == row)[:per_identity]
+            for column, index in enumerate(own):
+                axis = axes[row][block * per_identity + column]
+                axis.imshow(images[index])
+                axis.axis("off")
+        axes[0][block * per_identity].set_title(title, fontsize=9, loc="left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
