@@ -14,6 +14,7 @@ from models.faces.data import Bank, DataConfig, load_split, split_identities
 from models.faces.export import check_export, export_onnx, onnx_embed
 from models.faces.network import ArcMargin, FaceNet, NetworkConfig, preprocess
 from models.faces.train import FitConfig, TrainConfig, train
+from models.runtime import load_manifest
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "faces"
 TINY_NET = NetworkConfig(stem=8, widths=[8, 16, 16], blocks=[1, 1, 1], embedding=16)
@@ -119,3 +120,13 @@ class TestMetrics:
         assert same.sum() == (~same).sum() == 10
         assert ((labels[first] == labels[second]) == same).all()
 
+
+
+class TestShippedModel:
+    def test_manifest_model_is_small_unit_length_and_has_a_threshold(self, tiny_bank: Bank) -> None:
+        manifest = load_manifest(MODEL_DIR / "manifest.yaml")
+        assert manifest.onnx_path.stat().st_size < 25 * 2**20
+        embeddings = onnx_embed(manifest.onnx_path, tiny_bank.images[:4])
+        assert embeddings.shape == (4, 128)
+        np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+        assert -1.0 < manifest.thresholds["same_person_similarity"] < 1.0

@@ -76,6 +76,9 @@ def export_with_manifest(net: FaceNet, val: Bank, folder: Path, config: TrainCon
     worst = check_export(net, path, val.images[:32])
     print(f"ONNX vs PyTorch: max abs difference {worst:.2e} over 32 crops")
     threshold = choose_threshold(onnx_embed(path, val.images), val)
+    root = Path(__file__).resolve().parents[2]
+    shown = config_path.resolve()
+    shown = shown.relative_to(root) if shown.is_relative_to(root) else shown  # no machine paths in the manifest
     manifest = Manifest(
         name="faces-se-resnet-arcface", task="faces", version="0.1.0", file="model.onnx",
         inputs=[TensorSpec(name=INPUT_NAME, shape=["batch", 3, INPUT_SIZE, INPUT_SIZE])],
@@ -86,7 +89,7 @@ def export_with_manifest(net: FaceNet, val: Bank, folder: Path, config: TrainCon
         postprocessing={"embedding": "already L2-normalised in the graph", "similarity": "cosine (dot product)",
                         "same_person": "similarity >= thresholds.same_person_similarity"},
         thresholds={"same_person_similarity": round(threshold, 4)}, report="README.md",
-        training={"command": f"python -m models.faces.train --config {config_path}", "seed": config.seed,
+        training={"command": f"python -m models.faces.train --config {shown}", "seed": config.seed,
                   "data_seed": config.data.seed, "loss": "arcface", "onnx_max_abs_diff": worst, "opset": OPSET},
     )
     return write_manifest(manifest, folder / "manifest.yaml")
