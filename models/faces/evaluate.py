@@ -11,6 +11,7 @@ False match / non-match rates per group at the manifest's validation threshold. 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import time
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from models.faces import metrics
-from models.faces.data import Bank, load_split
+from models.faces.data import CACHE, Bank, load_split
 from models.faces.export import onnx_embed
 from models.faces.train import CONFIG, FOLDER, load_config
 from models.runtime.manifest import load_manifest
@@ -48,6 +49,21 @@ def dlib_embedder() -> Embed | None:
         return np.array([np.array(d) for d in model.compute_face_descriptor(chips)], np.float32)
 
     return embed
+
+
+def cached_peer(embed: Embed, cache: Path) -> Embed:
+    """``embed`` remembered on disk per exact image set: the peer is slow (~0.2 s a crop) and never changes."""
+
+    def remembered(images: np.ndarray) -> np.ndarray:
+        path = cache / f"dlib-{hashlib.sha256(images.tobytes()).hexdigest()[:16]}.npy"
+        if path.is_file():
+            return np.load(path)
+        embeddings = embed(images)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, embeddings)
+        return embeddings
+
+    return remembered
 
 
 def pair_scores(embeddings: np.ndarray, first: np.ndarray, second: np.ndarray, metric: str) -> np.ndarray:
@@ -110,9 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     report: dict[str, Any] = {"command": "python -m models.faces.evaluate", "threshold": threshold,
                               "pairs_per_group": PAIRS_PER_GROUP, "models": {}}
     curves, model_results = {}, {}
+    dlib = None if args.no_peer else dlib_embedder()
     peers: dict[str, tuple[Embed | None, str, float]] = {
         "ours": (lambda images: onnx_embed(manifest.onnx_path, images), "cosine", threshold),
-        "dlib": (None if args.no_peer else dlib_embedder(), "euclidean", -DLIB_THRESHOLD)}
+        "dlib": (cached_peer(dlib, CACHE) if dlib else None, "euclidean", -DLIB_THRESHOLD)}
     for name, (embed, metric, cut) in peers.items():
         if embed is None:
             report["models"][name] = "not installed"

@@ -2,8 +2,9 @@
 
     python -m models.faces.train                      # config: models/faces/train.yaml
 
-Writes ``variants/arcface/`` (checkpoint, history.json), then ``model.onnx`` + ``manifest.yaml`` (threshold chosen
-on the validation identities) and ``learning_curves.png``.  ``--select`` skips training and only exports.
+Writes ``variants/<variant>/`` (checkpoint, history.json), then ``model.onnx`` + ``manifest.yaml`` (threshold
+chosen on the validation identities) and ``learning_curves.png``.  ``--select`` skips training and only exports;
+``--no-export`` only trains (a variant to compare on validation).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class TrainConfig(BaseModel):
     """Everything that makes the shipped model: seed, data, network, optimisation."""
 
     model_config = ConfigDict(extra="forbid")
+    variant: str = Field(default="arcface", description="folder under variants/ for its checkpoint and history")
     seed: int = 5
     threads: int = Field(default=1, description="torch threads (the training machine is shared)")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -150,16 +152,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--config", default=CONFIG, type=Path)
     parser.add_argument("--select", action="store_true", help="no training: export the saved checkpoint")
+    parser.add_argument("--no-export", action="store_true", help="train only (a variant to compare on validation)")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     torch.set_num_threads(config.threads)
     started = time.monotonic()
     val_bank = load_split(config.data, "val")
-    variant = FOLDER / "variants" / "arcface"
+    variant = FOLDER / "variants" / config.variant
     if not args.select:
         train_bank = load_split(config.data, "train")
         print(f"banks ready in {time.monotonic() - started:.0f} s: {len(train_bank)} train, {len(val_bank)} val")
         train(config, train_bank, val_bank, variant)
+    if args.no_export:
+        return
     from models.faces.export import export_with_manifest
     from models.faces.plots import learning_curves
 
