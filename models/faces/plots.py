@@ -12,19 +12,20 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def learning_curves(summary: dict[str, Any], path: Path) -> Path:
-    """Training loss and validation pair accuracy / rank-1 against steps."""
-    history = summary["history"]
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    axes[0].plot(history["step"], history["train_loss"])
-    axes[0].set_title("training loss (ArcFace, margin warm-up)")
-    axes[1].plot(history["step"], np.array(history["val_accuracy"]) * 100, label="pair accuracy")
-    axes[1].plot(history["step"], np.array(history["val_rank1"]) * 100, label="rank-1")
-    axes[1].set_title("validation identities (%)")
-    axes[1].legend()
-    for axis in axes:
+def learning_curves(summaries: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Training loss and validation pair accuracy / rank-1 against steps, one colour per variant."""
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for name, summary in summaries.items():
+        history = summary["history"]
+        axes[0].plot(history["step"], history["train_loss"], label=name)
+        axes[1].plot(history["step"], np.array(history["val_accuracy"]) * 100, label=name)
+        axes[2].plot(history["step"], np.array(history["val_rank1"]) * 100, label=name)
+    for axis, title in zip(axes, ["training loss (ArcFace, margin warm-up)", "validation pair accuracy (%)",
+                                  "validation rank-1 (%)"], strict=True):
+        axis.set_title(title)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
+        axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -168,7 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     from models.faces.export import export_with_manifest
     from models.faces.plots import learning_curves
 
-    learning_curves(json.loads((variant / "history.json").read_text()), FOLDER / "learning_curves.png")
+    histories = {path.parent.name: json.loads(path.read_text())
+                 for path in sorted(variant.parent.glob("*/history.json"))}
+    learning_curves(histories, FOLDER / "learning_curves.png")
     print("exported", export_with_manifest(load_trained(config, variant), val_bank, FOLDER, config, args.config))
 
 
