@@ -310,7 +310,7 @@ def _draw_nose_mouth(paint: _Painter, project: _Projector, identity: Identity, n
     middle = [(x, y - curve * (1 - (x / w) ** 2)) for x in np.linspace(-w, w, 12)]
     paint.line(project.many(middle, lift=1.2), _mix(identity.lip_colour, (30, 10, 10), 0.6),
                project.width(0.8 + opening))
-    return nose, project(-w, y + curve * 0), project(w, y)
+    return nose, project(-w, y), project(w, y)
 
 
 def _draw_age_and_marks(paint: _Painter, project: _Projector, identity: Identity, age: float,
