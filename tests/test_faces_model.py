@@ -104,6 +104,7 @@ class TestMetrics:
         fmr, tmr = metrics.roc_curve(scores, same)
         assert list(tmr) == [0, 0.5, 1, 1, 1] and list(fmr) == [0, 0, 0, 0.5, 1]
         assert metrics.match_rates(scores, same, 0.75) == {"fmr": 0.0, "fnmr": 0.5}
+        assert metrics.tmr_at_fmr(np.array([0.9, 0.2, 0.5, 0.1]), np.array([True, True, False, False]), 0.0) == 0.5
 
     def test_rank1_counts_probes_whose_nearest_gallery_entry_is_their_own(self) -> None:
         embeddings = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.9, 0.1, 0], [0.1, 0.9, 0], [0.8, 0, 0.2]], float)

@@ -90,3 +90,9 @@ def rank1(embeddings: np.ndarray, labels: np.ndarray, gallery: np.ndarray, probe
     unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     nearest = np.argmax(unit[probes] @ unit[gallery].T, axis=1)
     return float((labels[gallery][nearest] == labels[probes]).mean())
+
+
+def tmr_at_fmr(scores: np.ndarray, same: np.ndarray, fmr_limit: float) -> float:
+    """The highest true match rate of any threshold whose false match rate is at most ``fmr_limit``."""
+    fmr, tmr = roc_curve(scores, same)
+    return float(tmr[fmr <= fmr_limit].max())
