@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from agent import __version__
+from sensors.sample import recording_path
 
 DEBUG_HELP = "show the traceback of an expected failure instead of its one-line message"
 EXAMPLES = {
@@ -71,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "Run the agent daemon (systemd: Type=notify).", "agent.commands:run")
     run.add_argument("--config", type=Path, required=True, help="YAML configuration file")
-    run.add_argument("--recording", type=Path, help="read sensor input from this recording instead")
+    run.add_argument("--recording", type=recording_path,
+                     help="read sensor input from this recording instead ('sample': the shipped 8 s sample)")
     run.add_argument("--speed", type=float, help="recording speed factor (default: as fast as possible)")
     run.add_argument("--duration", type=float, help="stop after this many seconds")
 
@@ -83,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = command("replay", "Publish a recording to MQTT or ZeroMQ with its timing, faster, or at once.",
                      "agent.commands:replay")
-    replay.add_argument("recording", type=Path)
+    replay.add_argument("recording", type=recording_path,
+                        help="an MCAP recording; 'sample' is the shipped 8 s sample of the demo's factory")
     _target_arguments(replay)
     pace = replay.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=float, default=1.0, help="timing factor (default 1 = original)")

@@ -110,14 +110,15 @@ def render_event(event: dict[str, Any], colour: bool = False) -> str:
 
 def compact(value: Any, budget: int = 48) -> str:
     """A value in a few characters: floats to 3 significant digits, and a list or mapping that would not fit
-    in ``budget`` characters as its size (``[12 items]``, ``{5 fields}``) instead of a cut-off text."""
+    in ``budget`` characters as its size (``[12 items]``, ``{5 fields}``) instead of a cut-off text; a string,
+    one value meant to be read (a page's summary line), gets twice the budget."""
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, (int, str)):
         text = str(value)
-        return text if len(text) <= budget else f"<{len(text)} characters>"
+        return text if len(text) <= (2 * budget if isinstance(value, str) else budget) else f"<{len(text)} characters>"
     if isinstance(value, (list, tuple)):
         text = "[" + ",".join(compact(item, budget) for item in value) + "]"
         return text if len(text) <= budget else f"[{len(value)} items]"

@@ -103,7 +103,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "evaluation.json").write_text(json.dumps(results, indent=1))
     worst.sort(key=lambda item: item[0])
-    plots.overlays([(p, r) for _, p, r in worst[:2]], args.out / "worst_pages.png")
+    plots.overlays([(p, r) for _, p, r in worst[:2]], args.out / "worst_pages.jpg")
     plots.energy_map(run, test[0], args.out / "energy_map.png")
     history = FOLDER / "history.json"
     if history.exists():

@@ -53,7 +53,7 @@ def overlays(pages: list[tuple[Page, PageResult]], path: Path, width: int = 900)
     canvas = Image.new("RGB", (width * len(drawn), max(d.height for d in drawn)), "white")
     for index, image in enumerate(drawn):
         canvas.paste(image, (index * width, 0))
-    canvas.save(path)
+    canvas.save(path, quality=85)  # a JPEG: the photos' noise makes PNGs of pages megabytes
     return path
 
 

@@ -1,9 +1,10 @@
 """Train the Deep Watershed Detector head by head, then jointly, on degraded crops of engraved pages; export it.
 
     python -m models.symbols.train --config models/symbols/train.yaml --out /tmp/stage1
-    python -m models.symbols.train --config models/symbols/train-stage2.yaml
+    python -m models.symbols.train --config models/symbols/train-stage2.yaml --out /tmp/stage2
+    python -m models.symbols.train --config models/symbols/train-stage3.yaml
 
-The second stage continues the first's checkpoint jointly at a lower learning rate.  Each writes
+Stages 2 and 3 continue the previous stage's checkpoint jointly at lower learning rates.  Each writes
 ``checkpoint.pt`` and ``history.json`` to ``--out`` (default: beside this file), then exports
 ``model.onnx`` + ``manifest.yaml`` there (models/symbols/export.py).  ``--steps N`` overrides every
 phase's length (CI runs a few steps to prove the path).
@@ -27,7 +28,8 @@ from models.symbols import data, engrave
 from models.symbols.network import WatershedDetector
 
 COMMAND = ("python -m models.symbols.train --config models/symbols/train.yaml --out /tmp/stage1 && "
-           "python -m models.symbols.train --config models/symbols/train-stage2.yaml")
+           "python -m models.symbols.train --config models/symbols/train-stage2.yaml --out /tmp/stage2 && "
+           "python -m models.symbols.train --config models/symbols/train-stage3.yaml")
 FOLDER = Path(__file__).parent
 Head = Literal["energy", "class", "size"]
 

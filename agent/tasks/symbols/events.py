@@ -33,7 +33,7 @@ class SymbolsDetected(EventBody):
     severity = "info"
     page_id: str = Field(description="from the frame's meta, else {sensor}-{seq}")
     total: int = Field(description="symbols reported (confidence >= min_confidence)")
-    summary: str = Field(description="one line for consoles: the total and the five most common classes, "
+    summary: str = Field(description="one line for consoles: the total and the four most common classes, "
                                      "e.g. '412 symbols: 301 noteheadBlack, 40 augmentationDot, ...'")
     counts: dict[str, int] = Field(description="symbols reported per class")
     detections: list[Symbol] = Field(description="the symbols, most confident first, at most max_listed")

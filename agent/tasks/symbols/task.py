@@ -126,7 +126,7 @@ class SymbolsTask(Task[SymbolsConfig]):
         self.model.close()
 
 
-def summary(counts: dict[str, int], top: int = 5) -> str:
+def summary(counts: dict[str, int], top: int = 4) -> str:
     """'N symbols: a x, b y, ...' for the ``top`` most common classes (counts ordered most common first)."""
     shown = ", ".join(f"{count} {name}" for name, count in list(counts.items())[:top])
     more = ", ..." if len(counts) > top else ""
