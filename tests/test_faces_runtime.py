@@ -147,7 +147,9 @@ def test_the_mean_embedding_is_normalised_and_weights_frames_equally() -> None:
     track.add_embedding(np.array([10.0, 0.0]))
     track.add_embedding(np.array([0.0, 0.1]))
     track.add_embedding(np.zeros(2))
-    np.testing.assert_allclose(track.mean_embedding(), [math.sqrt(0.5), math.sqrt(0.5)])
+    mean = track.mean_embedding()
+    assert mean is not None
+    np.testing.assert_allclose(mean, np.array([math.sqrt(0.5), math.sqrt(0.5)]))
     assert len(track.embeddings) == 2
 
 

@@ -92,12 +92,13 @@ class IouTracker:
             matched_tracks.add(track_id)
         ids = []
         for index, box in enumerate(boxes):
-            track_id = assigned.get(index)
-            if track_id is None:
+            known = assigned.get(index)
+            if known is None:
                 track_id = self._next_id
                 self._next_id += 1
                 self.tracks[track_id] = Track(track_id, _as_box(box))
             else:
+                track_id = known
                 self.tracks[track_id].box = _as_box(box)
                 self.tracks[track_id].missed = 0
             ids.append(track_id)
