@@ -8,7 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from PIL import Image
 
+from models.faces.runtime.embedder import FaceEmbedder
 from models.faces.runtime.gallery import (
     GALLERY_FILE,
     KEY_ENVIRONMENT,
@@ -22,6 +25,8 @@ from models.faces.runtime.gallery import (
     write_key_file,
 )
 from sensors.errors import EdgeAgentError, StateError
+from sensors.simulate.faces import render_face, sample_identities
+from tests.cli_runner import cli, config_dict, fails_with
 
 DIMENSION = 16
 
@@ -156,3 +161,68 @@ def test_a_missing_or_malformed_key_is_a_clear_error(tmp_path: Path, content: st
 def test_an_unreadable_key_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(GalleryKeyError, match="cannot read the gallery key file"):
         load_key(tmp_path / "absent.key", environ={})
+
+
+# --- the edge-agent faces command ---------------------------------------------------------------------------
+
+
+def _write_crops(folder: Path, identity_index: int, count: int, seed: int) -> list[Path]:
+    identity = sample_identities(identity_index + 1, seed=11)[identity_index]
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"{identity_index}-{index}.png"
+        Image.fromarray(render_face(identity, rng)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_the_faces_command_enrols_lists_and_removes(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump(config_dict(tmp_path / "state")))
+    key_file = tmp_path / "faces.key"
+    assert cli("faces", "--config", config, "new-key", "--key-file", key_file).returncode == 0
+    fails_with(cli("faces", "--config", config, "new-key", "--key-file", key_file), 1, "exists already")
+    alice = _write_crops(tmp_path / "crops", 0, 3, seed=1)
+    bob = _write_crops(tmp_path / "crops", 1, 2, seed=2)
+    for name, crops in (("Alice", alice), ("Bob", bob)):
+        result = cli("faces", "--config", config, "enrol", "--key-file", key_file, "--name", name, *crops)
+        assert result.returncode == 0, result.stderr
+        assert f"enrolled '{name}' with {len(crops)} image(s)" in result.stdout
+    listing = cli("faces", "--config", config, "list", "--key-file", key_file)
+    assert listing.returncode == 0, listing.stderr
+    assert [line.split(":")[0] for line in listing.stdout.splitlines()] == ["Alice", "Bob"]
+    assert "Alice: 3 view(s)" in listing.stdout
+    gallery = Gallery(tmp_path / "state" / "faces", load_key(key_file))
+    unseen_view_of_alice = render_face(sample_identities(1, seed=11)[0], np.random.default_rng(9))
+    embedder = FaceEmbedder()
+    try:
+        matched, _similarity = gallery.match(embedder.embed(unseen_view_of_alice[None])[0])
+    finally:
+        embedder.close()
+    assert matched == "Alice"
+    assert cli("faces", "--config", config, "remove", "--key-file", key_file, "Alice").returncode == 0
+    assert gallery.names() == ["Bob"]
+    fails_with(cli("faces", "--config", config, "remove", "--key-file", key_file, "Alice"), 1, "no one named 'Alice'")
+
+
+def test_the_faces_command_fails_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_ENVIRONMENT, raising=False)
+    config = tmp_path / "agent.yaml"
+    config.write_text(yaml.safe_dump(config_dict(tmp_path / "state")))
+    key_file, other_key = tmp_path / "faces.key", tmp_path / "other.key"
+    write_key_file(key_file)
+    write_key_file(other_key)
+    crops = _write_crops(tmp_path / "crops", 0, 1, seed=3)
+    fails_with(cli("faces", "--config", config, "list", "--key-file", key_file), 1, "nobody is enrolled")
+    assert cli("faces", "--config", config, "enrol", "--key-file", key_file, "--name", "Alice", *crops).returncode == 0
+    fails_with(cli("faces", "--config", config, "list", "--key-file", other_key), 1,
+               "cannot decrypt the gallery", "wrong key or damaged file")
+    fails_with(cli("faces", "--config", config, "list"), 1, "no gallery key")
+    large = tmp_path / "large.png"
+    Image.new("RGB", (200, 150)).save(large)
+    fails_with(cli("faces", "--config", config, "enrol", "--key-file", key_file, "--name", "Bob", large), 1,
+               "200x150", "112x112")
+    fails_with(cli("faces", "--config", config, "enrol", "--key-file", key_file, "--name", "Bob",
+                   tmp_path / "absent.png"), 1, "cannot read the face image")
