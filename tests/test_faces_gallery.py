@@ -94,6 +94,15 @@ def test_removing_a_person_leaves_no_trace_in_the_directory(tmp_path: Path, key:
         gallery.remove("Alice")
 
 
+def test_a_copy_left_by_a_killed_write_is_deleted_by_the_next_change(tmp_path: Path, key: bytes) -> None:
+    gallery = Gallery(tmp_path, key)
+    gallery.enrol("Alice", np.ones((1, DIMENSION)))
+    stale = tmp_path / ".gallery.abc123.tmp"
+    stale.write_bytes((tmp_path / GALLERY_FILE).read_bytes())
+    gallery.remove("Alice")
+    assert not stale.exists()
+
+
 def test_a_wrong_key_is_a_clear_error(tmp_path: Path, key: bytes) -> None:
     Gallery(tmp_path, key).enrol("Alice", np.ones((1, DIMENSION)))
     other = base64.b64decode(new_key())

@@ -175,6 +175,8 @@ class Gallery:
             raise GalleryError(f"cannot write the gallery in {self.directory}: {error.strerror}") from error
         with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            for stale in self.directory.glob(".gallery.*.tmp"):  # left by a write killed mid-way: an old copy
+                stale.unlink(missing_ok=True)
             identities = self.load()
             yield identities
             self._save(identities)
