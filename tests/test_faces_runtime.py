@@ -62,6 +62,22 @@ def test_the_warp_puts_a_frame_pixel_where_the_transform_says() -> None:
     assert np.linalg.norm(found - expected) < 0.5
 
 
+def test_landmarks_drawn_in_a_frame_land_on_the_template_after_alignment() -> None:
+    # a face-shaped set of five dots, rotated, scaled and moved in a frame, must come back onto the template
+    to_frame = _similarity(1.7, -25.0, (210.0, 90.0))
+    landmarks = np.round(apply_transform(to_frame, ARCFACE_TEMPLATE))
+    frame = np.zeros((400, 500, 3), np.uint8)
+    for x, y in landmarks.astype(int):
+        frame[y - 2:y + 3, x - 2:x + 3] = 255
+    crop = align_face(frame, landmarks)[..., 0].astype(float)
+    for expected in ARCFACE_TEMPLATE:
+        x0, y0 = (int(v) - 6 for v in expected)
+        window = crop[y0:y0 + 13, x0:x0 + 13]
+        ys, xs = np.nonzero(window)
+        found = np.array([np.average(xs, weights=window[ys, xs]) + x0, np.average(ys, weights=window[ys, xs]) + y0])
+        assert np.linalg.norm(found - expected) < 2.0
+
+
 def test_aligning_a_rendered_scene_face_levels_and_centres_it_on_the_template() -> None:
     # The synthetic faces' proportions differ from the template's (their mouths sit higher, eye spacing
     # varies per person), so single points may miss by several pixels; the eyes must be level and centred,
