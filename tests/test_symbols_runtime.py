@@ -29,6 +29,11 @@ def test_the_staff_space_of_drawn_staves_is_found(space: int) -> None:
     assert estimate_staff_space(staves(space)) == pytest.approx(space, abs=0.6)
 
 
+@pytest.mark.parametrize("space", [18, 35])
+def test_big_pages_are_measured_on_a_reduction_at_their_own_scale(space: int) -> None:
+    assert estimate_staff_space(staves(space, width=2600, height=3600, line=3)) == pytest.approx(space, abs=1.0)
+
+
 def test_pages_without_staves_have_no_staff_space() -> None:
     noise = np.random.default_rng(0).integers(0, 256, (400, 400)).astype(np.uint8)
     assert estimate_staff_space(noise) is None

@@ -55,6 +55,10 @@ def estimate_staff_space(image: np.ndarray, strip: int = 32, strips: int = 48, m
     height, width = image.shape[:2] if image.ndim >= 2 else (0, 0)
     if height < 64 or width < strip:
         return None
+    factor = max(1, min(height, width) // 1200)  # big pages: measure on a box-filtered reduction, 4x cheaper
+    if factor > 1:
+        reduced = estimate_staff_space(np.asarray(Image.fromarray(image).reduce(factor)), strip, strips, min_peak)
+        return None if reduced is None else reduced * factor
     pixels = image.astype(np.float32)
     # darkness against the local paper, not a global cut: photos are unevenly lit
     darkness = np.clip(ndimage.uniform_filter(pixels, size=31) - pixels, 0, None)
