@@ -16,6 +16,7 @@ GROUP_ALBEDO = {
     "dark": ((0.30, 0.20, 0.14), (0.48, 0.34, 0.24)),
 }
 GROUPS: tuple[str, ...] = tuple(GROUP_ALBEDO)
+Box = tuple[float, float, float, float]
 HAIR_COLOURS = ((0.08, 0.06, 0.05), (0.25, 0.16, 0.08), (0.55, 0.40, 0.20), (0.75, 0.65, 0.40), (0.5, 0.2, 0.1))
 HAIR_BY_GROUP = {"light": (0.15, 0.3, 0.25, 0.2, 0.1), "medium": (0.5, 0.4, 0.1, 0.0, 0.0),
                  "olive": (0.7, 0.25, 0.05, 0.0, 0.0), "dark": (0.85, 0.15, 0.0, 0.0, 0.0)}
@@ -119,6 +120,11 @@ def _albedo(p: AltIdentity, x: np.ndarray, y: np.ndarray, inside: np.ndarray, sm
 
 def render_face(identity: AltIdentity, rng: np.random.Generator, size: int = 112) -> np.ndarray:
     """An aligned (size, size, 3) uint8 crop: shaded height field with random pose, light, expression, camera."""
+    return _render(identity, rng, size)[0]
+
+
+def _render(identity: AltIdentity, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The crop of :func:`render_face` and the head's coverage mask (True inside the head)."""
     yaw, roll = rng.uniform(-0.35, 0.35), np.radians(rng.uniform(-10, 10))
     smile, eyes_open = rng.uniform(-0.5, 1.0), 1 - rng.uniform(0, 1) ** 4
     grid = (np.arange(size) + 0.5) / size * 2 - 1
@@ -146,4 +152,54 @@ def render_face(identity: AltIdentity, rng: np.random.Generator, size: int = 112
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).filter(
         ImageFilter.GaussianBlur(rng.uniform(0, 1.2) * size / 112))
     noisy = np.asarray(image, np.float32) + rng.normal(0, rng.uniform(1, 10), (size, size, 3))
-    return np.clip(noisy, 0, 255).astype(np.uint8)
+    return np.clip(noisy, 0, 255).astype(np.uint8), inside
+
+
+def _backdrop(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """An outdoor-ish backdrop unlike faces.py's panels: smooth colour waves, soft blobs and thin wires."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    pixels = np.zeros((height, width, 3), np.float32) + rng.uniform(0.2, 0.8, 3).astype(np.float32)
+    for _ in range(3):
+        angle, period = rng.uniform(0, np.pi), rng.uniform(80, 600)
+        wave = np.sin((xs * np.cos(angle) + ys * np.sin(angle)) / period * 2 * np.pi + rng.uniform(0, 6.3))
+        pixels += wave[..., None] * rng.uniform(-0.15, 0.15, 3).astype(np.float32)
+    for _ in range(int(rng.integers(3, 12))):  # blobs: a detector must not take every round thing for a head
+        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(8, 90)
+        blob = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * r * r))
+        pixels += blob[..., None] * (rng.uniform(0, 1, 3).astype(np.float32) - pixels.mean())
+    for _ in range(int(rng.integers(0, 5))):
+        y0, slope = rng.uniform(0, height), rng.uniform(-0.3, 0.3)
+        pixels[np.abs(ys - (y0 + slope * xs)) < rng.uniform(0.5, 2.5)] = rng.uniform(0, 0.4)
+    return np.clip(pixels * 255, 0, 255).astype(np.uint8)
+
+
+def render_scene(identities: list[AltIdentity], rng: np.random.Generator, width: int = 640,
+                 height: int = 480) -> tuple[np.ndarray, list[tuple[Box, None]]]:
+    """A (height, width, 3) frame with each identity's head pasted at 24-180 px (not overlapping, some dropped
+    when there is no room) and per pasted head its box (x0, y0, x1, y1); no landmarks (None), unlike faces.py."""
+    frame = _backdrop(rng, width, height)
+    placed: list[tuple[Box, None]] = []
+    taken: list[Box] = []
+    for identity in identities:
+        side = int(rng.uniform(24, min(180, width, height) + 1))
+        spot = _free_spot(rng, taken, side, width, height)
+        if spot is None:
+            continue
+        x, y = spot
+        taken.append((x, y, x + side, y + side))
+        crop, inside = _render(identity, rng, side)
+        region = frame[y:y + side, x:x + side]
+        region[inside] = crop[inside]
+        rows, cols = np.nonzero(inside)
+        placed.append(((float(x + cols.min()), float(y + rows.min()), float(x + cols.max() + 1),
+                        float(y + rows.max() + 1)), None))
+    return frame, placed
+
+
+def _free_spot(rng: np.random.Generator, taken: list[Box], side: int, width: int,
+               height: int) -> tuple[int, int] | None:
+    for _ in range(30):
+        x, y = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
+        if all(x + side < x0 or x1 < x or y + side < y0 or y1 < y for x0, y0, x1, y1 in taken):
+            return x, y
+    return None

@@ -1,0 +1,1 @@
+"""Face detector of the face task: a small CenterNet-style net trained on synthetic scenes (training code)."""
