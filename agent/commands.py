@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import queue
 import signal
 import sys
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     stopped_early = [source.error for source in agent.sources if source.error]
     if stopped_early and code == 0:  # the events so far are out, but the input was not read to its end
         raise RecordingError(f"{stopped_early[0]}; the events up to that point were produced")
-    return code
+    return _leave_busy_tasks(agent, code)
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -68,6 +69,17 @@ def demo(args: argparse.Namespace) -> int:
     code = agent.run(duration_s=args.duration)
     _print_summary(agent.report_stats(), state_dir / "events.jsonl")
     print(f"\na page to look at: edge-agent report {state_dir / 'events.jsonl'} --out report.html", flush=True)
+    return _leave_busy_tasks(agent, code)
+
+
+def _leave_busy_tasks(agent: Any, code: int) -> int:
+    """Exit at once when a task is still inside a model run after the stop: the interpreter's shutdown would
+    tear ONNX Runtime down under the running call (std::terminate, exit 134). Everything the agent made is in
+    the outbox or delivered by now, and the outbox is closed."""
+    if agent.busy_tasks():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
 
 

@@ -120,12 +120,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ag
 
 
 def resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
-    """Relative model paths are relative to the config file's folder or, failing that, to the folder that
-    holds the installed ``models`` package (so ``models/vibration`` names the shipped model both in a
+    """Relative model (and other shipped) paths are relative to the config file's folder or, failing that, to the
+    folder that holds the installed ``models`` package (so ``models/vibration`` names the shipped model both in a
     checkout and after ``pip install``); relative output files are relative to the state dir."""
     shipped = Path(models.__file__).resolve().parent.parent
     for _, task in config.tasks:
-        for field, path in (task.model_paths() if task is not None else {}).items():
+        for field, path in (task.shipped_paths() if task is not None else {}).items():
             if not path.is_absolute():
                 near = (base / path).resolve()
                 setattr(task, field, near if near.exists() or not (shipped / path).exists() else shipped / path)

@@ -262,6 +262,10 @@ class Agent:
             body = SensorOnline() if online else SensorOffline(silent_for_s=round(silence, 1))
             self.emit("agent", body.draft(sensor, time.time_ns(), "info" if online else "warning"))
 
+    def busy_tasks(self) -> list[str]:
+        """Tasks whose worker is still inside a call after the stop (left alone at the drain deadline)."""
+        return [name for name, worker in self.workers.items() if worker.thread.is_alive()]
+
     def report_stats(self) -> dict[str, Any]:
         top = self.config.status_top_sensors
         snapshot = self.stats.snapshot(top, mark=True)

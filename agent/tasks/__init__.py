@@ -22,9 +22,8 @@ TASKS: Registry[Task[Any]] = Registry("task", {
     "quality": "agent.tasks.quality.task:QualityTask",
     "speakers": "agent.tasks.speakers.task:SpeakersTask",
     "symbols": "agent.tasks.symbols.task:SymbolsTask",
+    "faces": "agent.tasks.faces.task:FacesTask",
 })
-#: command modules of task folders whose Task class is not written yet (faces: the gallery comes first)
-COMMANDS_WITHOUT_TASK: tuple[str, ...] = ("agent.tasks.faces.commands",)
 
 
 def task_types() -> dict[str, type[Task[Any]]]:
@@ -45,8 +44,6 @@ def task_commands() -> list[Command]:
         module = target.partition(":")[0].rpartition(".")[0] + ".commands"
         if importlib.util.find_spec(module) is not None:
             found.extend(importlib.import_module(module).COMMANDS)
-    for module in COMMANDS_WITHOUT_TASK:
-        found.extend(importlib.import_module(module).COMMANDS)
     for task in TASKS.extra().values():
         found.extend(task.commands)
     return found

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 from sensors.errors import RejectedInput
 from sensors.wire import Kind, SensorMessage
 
-__all__ = ["Command", "ModelPath", "RejectedInput", "Simulation", "Task", "TaskConfig", "TaskContext"]
+__all__ = ["Command", "ModelPath", "RejectedInput", "ShippedPath", "Simulation", "Task", "TaskConfig", "TaskContext"]
 
 
 class _ModelManifest:
@@ -46,10 +46,19 @@ class _ModelManifest:
 ModelPath = Annotated[Path, _ModelManifest()]
 
 
-def _is_model_path(annotation: Any) -> bool:
+class _Shipped:
+    """Marks a config field as a file or folder looked up like a model path, but not a manifest."""
+
+
+#: a path resolved like :data:`ModelPath` (next to the config, then in the installed package), for data a task
+#: reads that is not a model: the demo's face gallery and its key
+ShippedPath = Annotated[Path, _Shipped()]
+
+
+def _is_marked(annotation: Any, *marks: type) -> bool:
     if get_origin(annotation) is Annotated:
-        return any(isinstance(mark, _ModelManifest) for mark in get_args(annotation)[1:])
-    return any(_is_model_path(arg) for arg in get_args(annotation))
+        return any(isinstance(mark, marks) for mark in get_args(annotation)[1:])
+    return any(_is_marked(arg, *marks) for arg in get_args(annotation))
 
 
 class TaskConfig(BaseModel):
@@ -65,8 +74,15 @@ class TaskConfig(BaseModel):
 
     def model_paths(self) -> dict[str, Path]:
         """Every model manifest this config names, by field name (fields annotated ``ModelPath``)."""
+        return self._paths(_ModelManifest)
+
+    def shipped_paths(self) -> dict[str, Path]:
+        """Every path field resolved like a model path (``ModelPath`` and ``ShippedPath``), by field name."""
+        return self._paths(_ModelManifest, _Shipped)
+
+    def _paths(self, *marks: type) -> dict[str, Path]:
         return {name: getattr(self, name) for name, info in type(self).model_fields.items()
-                if getattr(self, name) is not None and _is_model_path(info.annotation)}
+                if getattr(self, name) is not None and _is_marked(info.annotation, *marks)}
 
 
 @dataclass

@@ -12,6 +12,7 @@ import torch
 from models.faces import metrics
 from models.faces.network import INPUT_SIZE, PIXEL_MEAN, PIXEL_SCALE, Embedder, FaceNet, preprocess
 from models.runtime.manifest import Manifest, TensorSpec, write_manifest
+from sensors.simulate.faces import crop_template
 
 if TYPE_CHECKING:
     from models.faces.data import Bank
@@ -83,7 +84,8 @@ def export_with_manifest(net: FaceNet, val: Bank, folder: Path, config: TrainCon
         name="faces-se-resnet-arcface", task="faces", version="0.1.0", file="model.onnx",
         inputs=[TensorSpec(name=INPUT_NAME, shape=["batch", 3, INPUT_SIZE, INPUT_SIZE])],
         outputs=[TensorSpec(name=OUTPUT_NAME, shape=["batch", config.network.embedding])],
-        preprocessing={"crop": f"{INPUT_SIZE}x{INPUT_SIZE} aligned face (eyes level, face centred)",
+        preprocessing={"crop": f"{INPUT_SIZE}x{INPUT_SIZE} aligned face: landmarks on the template",
+                       "template": crop_template().tolist(),
                        "channels": "RGB", "layout": "NCHW", "dtype": "float32",
                        "normalise": f"(x - {PIXEL_MEAN}) / {PIXEL_SCALE}", "code": "models.faces.network.preprocess"},
         postprocessing={"embedding": "already L2-normalised in the graph", "similarity": "cosine (dot product)",

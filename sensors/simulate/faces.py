@@ -402,6 +402,16 @@ def render_face(identity: Identity, rng: np.random.Generator, size: int = 112) -
     return _light_and_camera(small, nuisance, rng, size / FACE_FRAME)
 
 
+def crop_template(count: int = 400, seed: int = 0) -> np.ndarray:
+    """Where :func:`render_face` puts the five landmarks of its 112 x 112 crops on average (5 x 2 pixels): the
+    alignment template of an embedder trained on them (the mouth sits higher than in the ArcFace template)."""
+    rng = np.random.default_rng(seed)
+    big = int(FACE_FRAME) * SUPERSAMPLE
+    marks = [_paint_face(Image.new("RGB", (big, big)), Image.new("L", (big, big)), identity, sample_nuisance(rng),
+                         int(FACE_FRAME))[0] for identity in sample_identities(count, seed)]
+    return np.round(np.mean(np.asarray(marks, dtype=np.float64), axis=0) / SUPERSAMPLE, 2)
+
+
 def _scene_background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     """A factory-ish backdrop: a vertical gradient with a few flat panels and bars."""
     top, bottom = rng.uniform(40, 220, 3), rng.uniform(40, 220, 3)
@@ -418,6 +428,7 @@ def _scene_background(rng: np.random.Generator, width: int, height: int) -> Imag
 
 def _free_spot(rng: np.random.Generator, taken: list[Box], side: int,
                width: int, height: int) -> tuple[float, float] | None:
+    """A top-left corner for a ``side`` px square that overlaps no box in ``taken`` (None after 30 tries)."""
     for _ in range(30):
         x, y = float(rng.uniform(0, width - side)), float(rng.uniform(0, height - side))
         if all(x + side < x0 or x1 < x or y + side < y0 or y1 < y for x0, y0, x1, y1 in taken):
@@ -439,15 +450,50 @@ def render_scene(identities: list[Identity], rng: np.random.Generator, width: in
         if spot is None:
             continue
         taken.append((spot[0], spot[1], spot[0] + side, spot[1] + side))
-        nuisance = sample_nuisance(rng)
-        layer = Image.new("RGB", big)
-        coverage = Image.new("L", big, 0)
-        origin = (spot[0] * SUPERSAMPLE, spot[1] * SUPERSAMPLE)
-        marks, box = _paint_face(layer, coverage, identity, nuisance, side, origin)
-        canvas.paste(layer, (0, 0), coverage)
-        x0, y0, x1, y1 = (v / SUPERSAMPLE for v in box)
-        x0, x1 = max(0.0, x0), min(float(width), x1)  # a tilted face may poke past the frame edge
-        y0, y1 = max(0.0, y0), min(float(height), y1)
-        faces.append(((x0, y0, x1, y1), Landmarks(*[(x / SUPERSAMPLE, y / SUPERSAMPLE) for x, y in marks])))
+        faces.append(_paste_face(canvas, identity, sample_nuisance(rng), side, spot))
     small = np.asarray(canvas.resize((width, height), Image.Resampling.LANCZOS))
     return _light_and_camera(small, replace(sample_nuisance(rng), light_strength=0.3), rng), faces
+
+
+def _paste_face(canvas: Image.Image, identity: Identity, nuisance: Nuisance, side: int,
+                spot: Point) -> tuple[Box, Landmarks]:
+    """Paint a ``side`` px face with its top-left corner at ``spot`` (frame pixels) onto the supersampled
+    ``canvas``; its box (clipped to the frame) and landmarks in frame pixels."""
+    big = canvas.size
+    layer = Image.new("RGB", big)
+    coverage = Image.new("L", big, 0)
+    origin = (spot[0] * SUPERSAMPLE, spot[1] * SUPERSAMPLE)
+    marks, box = _paint_face(layer, coverage, identity, nuisance, side, origin)
+    canvas.paste(layer, (0, 0), coverage)
+    width, height = big[0] / SUPERSAMPLE, big[1] / SUPERSAMPLE
+    x0, y0, x1, y1 = (v / SUPERSAMPLE for v in box)
+    x0, x1 = max(0.0, x0), min(width, x1)  # a tilted face may poke past the frame edge
+    y0, y1 = max(0.0, y0), min(height, y1)
+    return (x0, y0, x1, y1), Landmarks(*[(x / SUPERSAMPLE, y / SUPERSAMPLE) for x, y in marks])
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One face in a frame of a scripted scene: who, in which pose and light, how big, and where."""
+
+    identity: Identity
+    nuisance: Nuisance
+    side: int
+    spot: Point  # top-left corner of the face's square, frame pixels
+
+
+def scene_backdrop(rng: np.random.Generator, width: int = 640, height: int = 480) -> Image.Image:
+    """A fixed camera's backdrop, supersampled as :func:`render_frame` wants it."""
+    return _scene_background(rng, width, height).resize((width * SUPERSAMPLE, height * SUPERSAMPLE))
+
+
+def render_frame(backdrop: Image.Image, placements: list[Placement], rng: np.random.Generator,
+                 light: Nuisance | None = None) -> tuple[np.ndarray, list[tuple[Box, Landmarks]]]:
+    """A frame of a scripted scene (faces placed by the caller, so a person can walk across frames): the
+    (height, width, 3) image and each placement's box and landmarks, in order."""
+    canvas = backdrop.copy()
+    faces = [_paste_face(canvas, p.identity, p.nuisance, p.side, p.spot) for p in placements]
+    width, height = canvas.size[0] // SUPERSAMPLE, canvas.size[1] // SUPERSAMPLE
+    small = np.asarray(canvas.resize((width, height), Image.Resampling.LANCZOS))
+    camera = light if light is not None else replace(sample_nuisance(rng), light_strength=0.3)
+    return _light_and_camera(small, camera, rng), faces

@@ -1,1 +1,1 @@
-"""The faces task plug-in (planned): for now only its gallery command; the Task class comes with the detector."""
+"""The faces task plug-in: faces at a camera tracked, embedded and matched against an encrypted gallery."""

@@ -21,9 +21,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="file holding the gallery key, base64 (default: $EDGE_AGENT_FACES_KEY)")
     actions = parser.add_subparsers(dest="faces_action", required=True, metavar="ACTION")
     actions.add_parser("new-key", parents=[common], help="write a new random key to --key-file (never overwrites)")
-    enrol = actions.add_parser("enrol", parents=[common], help="add a person from aligned 112x112 face crops")
+    enrol = actions.add_parser("enrol", parents=[common], help="add a person from photos (one face each) or "
+                                                                "aligned 112x112 face crops")
     enrol.add_argument("--name", required=True, help="the person's name, e.g. \"Alice\"")
-    enrol.add_argument("images", nargs="+", type=Path, help="aligned 112x112 face crops (PNG or JPEG)")
+    enrol.add_argument("images", nargs="+", type=Path,
+                       help="PNG or JPEG photos showing the person's face (the largest face is taken), or "
+                            "aligned 112x112 crops (taken as they are)")
     actions.add_parser("list", parents=[common], help="the enrolled names, with views and enrolment times")
     remove = actions.add_parser("remove", parents=[common], help="forget a person completely")
     remove.add_argument("name", help="the name to remove")
@@ -59,10 +62,9 @@ def _open_gallery(args: argparse.Namespace, config: Any) -> Any:
 def _enrol(gallery: Any, name: str, images: list[Path]) -> int:
     from models.faces.runtime.embedder import FaceEmbedder
 
-    crops = _read_crops(images)
     embedder = FaceEmbedder()
     try:
-        embeddings = embedder.embed(crops)
+        embeddings = embedder.embed(_read_crops(images, embedder))
     finally:
         embedder.close()
     identity = gallery.enrol(name, embeddings)
@@ -71,24 +73,39 @@ def _enrol(gallery: Any, name: str, images: list[Path]) -> int:
     return 0
 
 
-def _read_crops(images: list[Path]) -> Any:
+def _read_crops(images: list[Path], embedder: Any) -> Any:
+    """One aligned 112x112 crop per image: an image of that size is taken as an aligned crop, any other is a
+    photo whose largest face is found by the detector and aligned."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     from models.faces.runtime.align import CROP_SIZE
     from sensors.errors import RejectedInput
 
-    crops = []
-    for path in images:
-        try:
-            with Image.open(path) as image:
-                crop = np.asarray(image.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as error:
-            raise RejectedInput(f"cannot read the face image {path}: {error}") from error
-        if crop.shape[:2] != (CROP_SIZE, CROP_SIZE):
-            raise RejectedInput(f"{path} is {crop.shape[1]}x{crop.shape[0]}; enrol takes aligned "
-                                f"{CROP_SIZE}x{CROP_SIZE} face crops")
-        crops.append(crop)
+    crops, detector = [], None
+    try:
+        for path in images:
+            try:
+                with Image.open(path) as image:
+                    picture = np.asarray(image.convert("RGB"))
+            except (OSError, UnidentifiedImageError) as error:
+                raise RejectedInput(f"cannot read the face image {path}: {error}") from error
+            if picture.shape[:2] == (CROP_SIZE, CROP_SIZE):
+                crops.append(picture)
+                continue
+            if detector is None:
+                from models.faces.runtime.detector import FaceDetector
+
+                detector = FaceDetector()
+            found = detector.detect(picture)
+            if not found:
+                raise RejectedInput(f"{path} ({picture.shape[1]}x{picture.shape[0]}): no face found; use a photo "
+                                    f"with the face clearly visible, or an aligned {CROP_SIZE}x{CROP_SIZE} crop")
+            largest = max(found, key=lambda face: (face.box[2] - face.box[0]) * (face.box[3] - face.box[1]))
+            crops.append(embedder.align(picture, largest.landmarks))
+    finally:
+        if detector is not None:
+            detector.close()
     return np.stack(crops)
 
 

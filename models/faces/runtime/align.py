@@ -46,9 +46,12 @@ def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def alignment_transform(landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """The similarity mapping a face's five landmarks (frame pixels) onto the template of a ``size`` crop."""
-    return similarity_transform(np.asarray(landmarks, dtype=np.float64), ARCFACE_TEMPLATE * (size / CROP_SIZE))
+def alignment_transform(landmarks: np.ndarray, size: int = CROP_SIZE,
+                        template: np.ndarray = ARCFACE_TEMPLATE) -> np.ndarray:
+    """The similarity mapping a face's five landmarks (frame pixels) onto ``template`` (points of a 112 crop)
+    scaled to a ``size`` crop."""
+    return similarity_transform(np.asarray(landmarks, dtype=np.float64),
+                                np.asarray(template, dtype=np.float64) * (size / CROP_SIZE))
 
 
 def warp(image: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
@@ -65,6 +68,8 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -> np.nda
     return np.asarray(crop)
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """The aligned ``size`` x ``size`` crop of the face whose five landmarks are given in ``image`` pixels."""
-    return warp(image, alignment_transform(landmarks, size), size)
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = CROP_SIZE,
+               template: np.ndarray = ARCFACE_TEMPLATE) -> np.ndarray:
+    """The aligned ``size`` x ``size`` crop of the face whose five landmarks are given in ``image`` pixels, its
+    landmarks placed on ``template`` (the ArcFace one unless the embedder's manifest names another)."""
+    return warp(image, alignment_transform(landmarks, size, template), size)

@@ -102,13 +102,16 @@ def check_frame(frame: Any) -> np.ndarray:
 
 
 class FaceDetector:
-    """The detector of ``manifest`` (the shipped one by default), loaded with the given backend settings."""
+    """The detector of ``manifest`` (the shipped one by default), loaded with the given backend settings, or an
+    already loaded ``model`` (the agent loads it with the configured backend)."""
 
     def __init__(self, manifest: Path = DETECTOR_MANIFEST, backend: Any = None, score_threshold: float | None = None,
-                 max_faces: int = 50) -> None:
-        from models.runtime import load_model  # onnxruntime only when a detector is made
+                 max_faces: int = 50, model: Any = None) -> None:
+        if model is None:
+            from models.runtime import load_model  # onnxruntime only when a detector is made
 
-        self.model = load_model(manifest, backend)
+            model = load_model(manifest, backend)
+        self.model = model
         self.input_name = self.model.manifest.inputs[0].name
         chosen = self.model.manifest.thresholds.get("score", 0.5)
         self.score_threshold = float(chosen if score_threshold is None else score_threshold)

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from models.faces.runtime.align import CROP_SIZE
-from sensors.errors import RejectedInput
+from models.faces.runtime.align import ARCFACE_TEMPLATE, CROP_SIZE, align_face
+from sensors.errors import ModelError, RejectedInput
 
 MANIFEST = Path(__file__).resolve().parents[1] / "manifest.yaml"
 PIXEL_MEAN, PIXEL_SCALE = 127.5, 128.0  # as the manifest's preprocessing says (models.faces.network.preprocess)
@@ -23,14 +23,33 @@ def preprocess(crops: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(scaled.transpose(0, 3, 1, 2))
 
 
+def alignment_template(preprocessing: dict[str, Any]) -> np.ndarray:
+    """Where an embedder wants the five landmarks in its 112 x 112 crop: the manifest's ``template`` (5 x 2
+    pixels), else the standard ArcFace template that InsightFace-style models expect."""
+    template = preprocessing.get("template")
+    if template is None:
+        return ARCFACE_TEMPLATE
+    try:
+        points = np.asarray(template, dtype=np.float64)
+    except (TypeError, ValueError):
+        points = np.zeros(0)
+    if points.shape != (5, 2) or not np.all(np.isfinite(points)):
+        raise ModelError(f"the embedder manifest's preprocessing.template must be 5 [x, y] points, got {template!r}")
+    return points
+
+
 class FaceEmbedder:
-    """The embedder of ``manifest`` (the shipped one by default), loaded with the given backend settings."""
+    """The embedder of ``manifest`` (the shipped one by default), loaded with the given backend settings, or an
+    already loaded ``model`` (the agent loads it with the configured backend)."""
 
-    def __init__(self, manifest: Path = MANIFEST, backend: Any = None) -> None:
-        from models.runtime import load_model  # onnxruntime only when an embedder is made
+    def __init__(self, manifest: Path = MANIFEST, backend: Any = None, model: Any = None) -> None:
+        if model is None:
+            from models.runtime import load_model  # onnxruntime only when an embedder is made
 
-        self.model = load_model(manifest, backend)
+            model = load_model(manifest, backend)
+        self.model = model
         self.input_name = self.model.manifest.inputs[0].name
+        self.template = alignment_template(self.model.manifest.preprocessing)
         self.threshold = float(self.model.manifest.thresholds.get("same_person_similarity", 0.0))
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
@@ -38,6 +57,10 @@ class FaceEmbedder:
         (embeddings,) = self.model.run({self.input_name: preprocess(crops)})[:1]
         embeddings = np.asarray(embeddings, dtype=np.float64)
         return np.asarray(embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12))
+
+    def align(self, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The crop of the face with these five landmarks, aligned as this embedder was trained."""
+        return align_face(image, landmarks, CROP_SIZE, self.template)
 
     def close(self) -> None:
         self.model.close()

@@ -218,13 +218,56 @@ class Gallery:
         identities = self.load()
         if not identities:
             raise EmptyGalleryError(f"nobody is enrolled in the gallery {self.path}")
-        probe = _normalised(embedding)[0]
-        scores = {name: float(identity.mean_embedding() @ probe) for name, identity in identities.items()
-                  if identity.embeddings.shape[1] == probe.shape[0]}
-        if not scores:
-            raise GalleryError(f"an embedding of dimension {probe.shape[0]} does not fit this gallery")
-        best = max(scores, key=lambda name: scores[name])
-        return (best if scores[best] >= self.threshold else None), scores[best]
+        closest, similarity = closest_identity(identities, embedding)
+        return (closest if similarity >= self.threshold else None), similarity
+
+
+def closest_identity(identities: Mapping[str, Identity], embedding: np.ndarray) -> tuple[str, float]:
+    """The enrolled name whose mean embedding is most similar (cosine) to ``embedding``, and the similarity."""
+    probe = _normalised(embedding)[0]
+    scores = {name: float(identity.mean_embedding() @ probe) for name, identity in identities.items()
+              if identity.embeddings.shape[1] == probe.shape[0]}
+    if not scores:
+        raise GalleryError(f"an embedding of dimension {probe.shape[0]} fits nobody in this gallery")
+    best = max(scores, key=lambda name: scores[name])
+    return best, scores[best]
+
+
+class LiveGallery:
+    """The gallery as a running task sees it: read once, read again when the file changes (``faces enrol`` or
+    ``remove`` while the agent runs); a file that cannot be read then leaves the last good copy in use."""
+
+    def __init__(self, gallery: Gallery) -> None:
+        self.gallery = gallery
+        self.identities: dict[str, Identity] = gallery.load()
+        self._stamp = self._file_stamp()
+        self.failed_reloads = 0
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.gallery.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def refresh(self) -> str | None:
+        """Re-read the file if it changed; the reason when that failed (the previous identities stay)."""
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        try:
+            self.identities = self.gallery.load()
+        except GalleryError as error:
+            self.failed_reloads += 1
+            return str(error)
+        return None
+
+    def match(self, embedding: np.ndarray) -> tuple[str | None, float | None]:
+        """(the closest name, its similarity), or (None, None) when nobody is enrolled."""
+        if not self.identities:
+            return None, None
+        return closest_identity(self.identities, embedding)
 
 
 def _encode(identities: dict[str, Identity]) -> bytes:
