@@ -32,8 +32,8 @@ class Matched:
     faces: int
 
 
-def match(boxes: np.ndarray, scores: np.ndarray, truth: np.ndarray) -> Matched:
-    """Greedy matching, strongest detection first, each face at most once, IoU >= 0.5 (as PASCAL VOC)."""
+def match(boxes: np.ndarray, scores: np.ndarray, truth: np.ndarray, iou: float = IOU_MATCH) -> Matched:
+    """Greedy matching, strongest detection first, each face at most once, IoU >= ``iou`` (0.5 as PASCAL VOC)."""
     order = np.argsort(-scores, kind="stable")
     boxes, scores = boxes[order], scores[order]
     face_of = np.full(len(boxes), -1)
@@ -43,7 +43,7 @@ def match(boxes: np.ndarray, scores: np.ndarray, truth: np.ndarray) -> Matched:
         for i in range(len(boxes)):
             candidates = np.where(free, ious[i], -1.0)
             best = int(np.argmax(candidates))
-            if candidates[best] >= IOU_MATCH:
+            if candidates[best] >= iou:
                 face_of[i], free[best] = best, False
     return Matched(scores=scores, hit=face_of >= 0, face_of=face_of, faces=len(truth))
 

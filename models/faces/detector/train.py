@@ -104,6 +104,18 @@ def match_scenes(outputs: list[np.ndarray], scenes: Scenes, threshold: float = 0
     return found
 
 
+def landmark_error(outputs: list[np.ndarray], scenes: Scenes, threshold: float = 0.3) -> float:
+    """Mean NME (over the inter-ocular distance) of the faces found at ``threshold`` in ``scenes``."""
+    heat, box, marks = outputs
+    errors = []
+    for i in range(len(heat)):
+        boxes, landmarks, scores = decode(heat[i, 0], box[i], marks[i], threshold, 50)
+        matched = metrics.match(boxes, scores, scenes.boxes[i])  # boxes come strongest first, as matched
+        errors += [metrics.landmark_nme(landmarks[d], scenes.landmarks[i][f])
+                   for d, f in enumerate(matched.face_of) if f >= 0 and np.all(np.isfinite(scenes.landmarks[i][f]))]
+    return float(np.mean(errors)) if errors else float("nan")
+
+
 def fit(config: TrainConfig, train: Scenes, val: Scenes, steps: int | None = None) -> tuple[FaceCenterNet, list[dict]]:
     """Train from scratch; return the network with the best validation AP@0.5 loaded, and the history."""
     torch.manual_seed(config.seed)
@@ -125,9 +137,11 @@ def fit(config: TrainConfig, train: Scenes, val: Scenes, steps: int | None = Non
         schedule.step()
         running.append(parts)
         if step % config.fit.eval_every == 0 or step == steps:
-            ap = metrics.average_precision(match_scenes(predict(net, val.images), val))
+            outputs = predict(net, val.images)
+            ap = metrics.average_precision(match_scenes(outputs, val))
             mean = {k: round(float(np.mean([r[k] for r in running])), 4) for k in running[0]}
-            history.append({"step": step, "val_ap50": round(ap, 4), "minutes": round((time.monotonic() - started) / 60,
+            history.append({"step": step, "val_ap50": round(ap, 4), "val_nme": round(landmark_error(outputs, val), 4),
+                            "minutes": round((time.monotonic() - started) / 60,
                                                                                       2), **mean})
             print(json.dumps(history[-1]), flush=True)
             running = []
