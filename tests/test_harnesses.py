@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
+from agent.testing import Broker, free_port, stop_client, wait_until
 from sensors.errors import WireError
+from sensors.mqtt import connect_properties
 from sensors.wire import decode
 from tests.harness import fuzz, soak
 from tests.harness.mutate import MUTATIONS, pool
@@ -69,6 +73,51 @@ class TestSoakComparison:
         key = ("a", "probe", "energy_high", "2023-11-14T22:13:20.000000Z")
         assert soak.parse_ns(soak.shift_key(key, 2)[3]) - soak.parse_ns(key[3]) == 2 * soak.STEP * soak.CHUNK_NS
         assert soak.round_of(soak.shift_key(key, 2)) - soak.round_of(key) == 2
+
+
+def session_present(port: int, client_id: str, subscribe: str | None = None) -> bool:
+    """Connect with a persistent session (subscribing to ``subscribe`` if given); whether the broker had one."""
+    done, present = threading.Event(), []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+
+    def on_connect(client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, *_: object) -> None:
+        present.append(flags.session_present)
+        if subscribe is None:
+            done.set()
+        else:
+            client.subscribe(subscribe, qos=1)
+
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *_: done.set()
+    client.connect("127.0.0.1", port, clean_start=False, properties=connect_properties(3600))
+    client.loop_start()
+    try:
+        assert done.wait(10), "no CONNACK or SUBACK"
+    finally:
+        stop_client(client)
+    return bool(present[0])
+
+
+class TestSoakBroker:
+    def test_the_soak_broker_keeps_sessions_across_a_sigkill(self, tmp_path: Path) -> None:
+        """The soak's broker saves its database every autosave interval, also when the harness runs as root (Mosquitto
+        would drop to its own user and fail to write), so a SIGKILL loses only what came since the last save and a
+        persistent session, here the agent's, is still there after the restart."""
+        broker = Broker(tmp_path, free_port())
+        soak.broker_config(broker, tmp_path, autosave_s=1)
+        broker.start()
+        try:
+            assert not session_present(broker.port, "soak-agent-in", subscribe="edge/sensors/+/+")
+            saves = broker.log.read_text(errors="replace").count("Saving in-memory database")
+            wait_until(lambda: broker.log.read_text(errors="replace").count("Saving in-memory database") > saves,
+                       15, 0.05, "the broker never tried to save")
+            log = broker.log.read_text(errors="replace")
+            assert "Error saving" not in log, log
+            broker.kill()
+            broker.start()
+            assert session_present(broker.port, "soak-agent-in")
+        finally:
+            broker.stop()
 
 
 def test_soak_smoke(tmp_path: Path) -> None:

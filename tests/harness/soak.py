@@ -46,7 +46,7 @@ from sensors.wire import SensorMessage, decode, encode
 from tests.conftest import Broker, free_port
 from tests.harness.common import BASE_NS, RATE, SAMPLES, AgentProcess, chunk, event_key, probe_agent_config
 from tests.harness.mutate import pool
-from tests.test_faults import Collector
+from tests.test_faults import RUN_AS_CALLER, Collector
 
 SENSORS = ("pump-a", "pump-b")
 CHUNKS = 16  # per sensor and round: four 1 s windows of the probe task
@@ -144,10 +144,14 @@ class Rig:
 
 
 def broker_config(broker: Broker, folder: Path, autosave_s: int) -> None:
-    """Persistence as on a plant's broker: saved every ``autosave_s`` seconds, not on every change."""
+    """Persistence as on a plant's broker: saved every ``autosave_s`` seconds, not on every change.
+
+    Mosquitto started as root drops to the ``mosquitto`` user and then cannot write its database into the
+    harness's folder ("Error saving in-memory database"): every broker SIGKILL would then lose every session
+    and queued message, not just what came since the last save. ``user root`` keeps it able to save."""
     broker.config.write_text(f"listener {broker.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
                              f"persistence_location {folder}/\nautosave_interval {autosave_s}\n"
-                             "max_queued_messages 100000\n")
+                             f"max_queued_messages 100000\n{RUN_AS_CALLER}")
 
 
 @contextmanager
