@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -51,15 +52,37 @@ class TestSoakComparison:
         assert (figures.expected, figures.lost, figures.duplicated, figures.out_of_order) == (4, 1, 1, 1)
         assert figures.unexpected == 0  # b is not an expected topic
 
+    def window(self, index: int) -> str:
+        return soak.iso_time(soak.BASE_NS + index * soak.CHUNKS_PER_WINDOW * soak.CHUNK_NS)
+
     def test_a_loss_whose_input_never_reached_the_agent_is_counted_upstream(self) -> None:
-        """A lost window holding a chunk the agent reported missing is lost upstream, not by the agent; a lost
-        window whose chunks all arrived stays the agent's loss."""
-        first, second = (soak.iso_time(soak.BASE_NS + index * soak.CHUNKS_PER_WINDOW * soak.CHUNK_NS)
-                         for index in range(2))
-        expected = {("a", "probe", "energy_high", first), ("a", "probe", "energy_high", second)}
-        gaps = {("a", soak.CHUNKS_PER_WINDOW + 1)}  # a chunk of the second window
-        figures = soak.compare(expected, [], gaps)["a/energy_high"]
+        """A lost window no agent run received whole is lost upstream; a lost window whose chunks all reached one
+        run stays the agent's loss."""
+        expected = {("a", "probe", "energy_high", self.window(0)), ("a", "probe", "energy_high", self.window(1))}
+        runs = [{("a", seq) for seq in range(2 * soak.CHUNKS_PER_WINDOW) if seq != soak.CHUNKS_PER_WINDOW + 1}]
+        figures = soak.compare(expected, [], runs)["a/energy_high"]
         assert (figures.lost, figures.lost_upstream) == (1, 1)
+
+    def test_input_is_read_from_each_agent_runs_log(self, tmp_path: Path) -> None:
+        """Each run's debug log names the sensor messages it received. A window whose chunks never all reached one
+        run is upstream's loss even though the agent reported no gap: here the first window's last chunk came
+        only after a restart (the broker lost the session holding the first three), and the second window's
+        last chunk never came before the run ended. The third window reached the second run whole."""
+        def line(sensor: str, seq: int) -> str:
+            return json.dumps({"sensor": sensor, "seq": seq, "event": "sensor message", "level": "debug"})
+
+        per_window = soak.CHUNKS_PER_WINDOW
+        logs = {"run-00000": [line("a", seq) for seq in range(per_window - 1)] + ['{"sensor": "a", "se'],
+                "run-00001": [line("a", seq) for seq in range(per_window - 1, 2 * per_window - 1)]
+                + [line("b", seq) for seq in range(2 * per_window, 3 * per_window)]}
+        for run, lines in logs.items():
+            (tmp_path / run).mkdir()
+            (tmp_path / run / "agent.log").write_text("\n".join(lines) + "\n")
+        runs = soak.received_by_run(soak.AgentProcess(tmp_path, {}))
+        assert len(runs) == 2 and ("a", per_window - 1) in runs[1]
+        assert soak.input_missing(("a", "probe", "energy_high", self.window(0)), runs)
+        assert soak.input_missing(("a", "probe", "energy_high", self.window(1)), runs)
+        assert not soak.input_missing(("b", "probe", "energy_high", self.window(2)), runs)
 
     def test_round_input_moves_sequence_and_time_on(self, tmp_path: Path) -> None:
         """Round n replays the same recording with its sequence numbers and times moved on by n rounds, and the
