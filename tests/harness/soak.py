@@ -349,6 +349,7 @@ class SoakResult:
     rss_mb_before: float = 0.0
     rss_mb_after: float = 0.0
     disk_full_available: bool = True
+    broker_save_errors: int = 0  # the broker failed to write its database: a broker SIGKILL then loses everything
     seconds: float = 0.0
     lost_by_fault: Counter[str] = field(default_factory=Counter)
     lost_upstream_by_fault: Counter[str] = field(default_factory=Counter)
@@ -391,6 +392,7 @@ def soak(folder: Path, rounds: int, duration_s: float, seed: int, autosave_s: in
         running.agent.restart_if_exited()
         result.rss_mb_after = running.agent.rss_mb()
         result.crashes, result.exit_codes = len(running.agent.crash_codes), running.agent.crash_codes
+        result.broker_save_errors = running.broker.log.read_text(errors="replace").count("Error saving")
         runs = received_by_run(running.agent)
     made = made_events(folder / "soak")
     result.table = compare(expected, events, runs, made)
@@ -408,6 +410,8 @@ def soak(folder: Path, rounds: int, duration_s: float, seed: int, autosave_s: in
 def render(result: SoakResult) -> str:
     lines = [f"rounds: {result.rounds} in {result.seconds:.0f} s; faults: {dict(result.faults)}"
              + ("" if result.disk_full_available else " (disk_full skipped: tmpfs needs root)"),
+             *([f"WARNING: the broker failed to save its database {result.broker_save_errors} times: its SIGKILLs "
+                "lost every session, not only what came since the last autosave"] if result.broker_save_errors else []),
              f"crashes: {result.crashes} {result.exit_codes or ''}; agent RSS before/after: "
              f"{result.rss_mb_before:.0f} / {result.rss_mb_after:.0f} MiB",
              f"events lost by the agent, by the fault of their round: {dict(result.lost_by_fault)}",
