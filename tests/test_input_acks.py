@@ -124,6 +124,34 @@ class TestWindowAcks:
         assert acked == [5, 6, 7, 8, 9, 10, 11]
 
 
+    def test_input_delivered_again_from_further_back_does_not_lose_the_partial_window(self) -> None:
+        """A broker restored from an older save sends chunks 0-2 again (used long ago) while chunks 4-5 wait for
+        chunks 6-7: the partial window is kept aside and continues when the stream comes back to chunk 6, so
+        window [4, 8) is cut (nobody would send chunks 4-5 again); the repeated chunks are acknowledged then."""
+        acked: list[int] = []
+        windower = Windower(1.0, 1.0)
+        starts = []
+        for seq in (0, 1, 2, 3, 4, 5, 0, 1, 2, 6, 7):
+            windows, _ = windower.feed(chunk(seq, acked))
+            windower.acknowledge()
+            starts += [w.start_ns for w in windows]
+        assert starts == [10**18, 10**18 + 4 * 250 * 10**6]
+        assert acked == [0, 1, 2, 3, 0, 1, 2, 4, 5, 6, 7] and windower.resumed == 1
+
+    def test_a_publisher_restart_still_restarts_the_window(self) -> None:
+        """A step back in sequence number whose time goes on (the sensor restarted its numbering) is a new stream:
+        the partial window is dropped and acknowledged at once, as for a gap."""
+        acked: list[int] = []
+        windower = Windower(1.0, 1.0)
+        for seq in range(6):
+            windower.feed(chunk(seq, acked))
+            windower.acknowledge()
+        restarted = SensorMessage("s1", Kind.VIBRATION, 0, 10**18 + 6 * 250 * 10**6, np.ones((250, 1), np.float32),
+                                  1000.0, ack=lambda: acked.append(-1))
+        _, stream_break = windower.feed(restarted)
+        windower.acknowledge()
+        assert stream_break is not None and acked == [0, 1, 2, 3, 4, 5] and windower.parked is None
+
     def test_a_dropped_windower_releases_its_partial_window_at_once(self, tmp_path: Path) -> None:
         """A reload with other window settings drops the windowers: their held chunks are acknowledged then,
         not after the source's ack timeout."""
