@@ -29,6 +29,7 @@ from sensors.sources.mqtt import InOrderAcks
 from sensors.wire import Kind, SensorMessage, encode
 from tests.conftest import Broker, agent_config, write_energy_model
 from tests.test_daemon import Daemon, NotifySocket
+from tests.test_delivery import crash_prone_broker
 from tests.test_faults import record_figure
 
 SIGKILL_ROUNDS = int(os.environ.get("EDGE_AGENT_INPUT_KILL_ROUNDS", "3"))
@@ -282,3 +283,61 @@ class TestAgentKilled:
                                                    "chunks_without_event": len(lost_chunks)})
         assert seq and not lost_frames, f"{len(lost_frames)} of {seq} frames never became events"
         assert not lost_chunks, f"{len(lost_chunks)} of {seq} vibration chunks never became part of an event"
+
+
+class TestBrokerRestoredFromAnOlderSave:
+    def test_a_partial_window_survives_input_the_restored_broker_delivers_again(self, tmp_path: Path) -> None:
+        """The broker saves while chunks 0-3 wait for the agent; the agent uses them, then holds chunks 4-5 (half a
+        window) when the broker is SIGKILLed. The restored broker sends 0-3 again and knows nothing of 4-5; with
+        chunks 6-7 the window [4, 8) must still become an event."""
+        broker = crash_prone_broker(tmp_path)  # saves only when told (SIGUSR1 here), as between two autosaves
+        model = write_energy_model(tmp_path / "model")
+        events = tmp_path / "events.jsonl"
+        config = agent_config(tmp_path / "state", model,
+                              [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port, "client_id": "restore-in",
+                                "keepalive_s": 2}],
+                              [{"kind": "jsonl", "path": str(events)}], probe={"threshold": 0.5})
+        config["log"]["level"] = "debug"  # "sensor message" lines say what the agent received
+        open_session(broker.port, "restore-in")
+        daemon: Daemon | None = None
+        notify = NotifySocket(tmp_path / "notify.sock")
+
+        def publish(seqs: range) -> None:
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            client.connect("127.0.0.1", broker.port)
+            client.loop_start()
+            try:
+                for seq in seqs:
+                    message = SensorMessage("vib-1", Kind.VIBRATION, seq, BASE_NS + seq * 10**9,
+                                            np.full((250, 1), 2.0, np.float32), 1000.0)
+                    topic = topics.sensor_topic("edge", message.kind, message.sensor_id)
+                    client.publish(topic, encode(message), qos=1).wait_for_publish(5)
+            finally:
+                stop_client(client)
+
+        def saves() -> int:
+            return broker.log.read_text(errors="replace").count("Saving in-memory database")
+
+        try:
+            publish(range(4))  # queued in the agent's session, and saved so
+            before = saves()
+            assert broker.process is not None
+            broker.process.send_signal(signal.SIGUSR1)
+            wait_until(lambda: saves() > before and (tmp_path / "mosquitto.db").exists(), 10, 0.05,
+                       "the broker did not save")
+            daemon = Daemon(tmp_path, config, notify)
+            assert notify.wait_for("READY=1", 30), daemon.log()
+            wait_until(lambda: used_input(events)[1] >= set(range(4)), 30, 0.05, "window [0, 4) never made")
+            publish(range(4, 6))
+            wait_until(lambda: any(e.get("seq") == 5 for e in daemon.log_events("sensor message")), 30, 0.05,
+                       "chunk 5 never reached the agent")
+            broker.kill()
+            broker.start()  # restored from the save: 0-3 queued for the agent again, 4-5 unknown
+            publish(range(6, 8))
+            wait_until(lambda: used_input(events)[1] >= set(range(8)), 30, 0.05,
+                       f"window [4, 8) never made:\n{daemon.log()[-3000:]}")
+        finally:
+            if daemon is not None:
+                daemon.stop()
+            notify.close()
+            broker.stop()
