@@ -355,6 +355,8 @@ class Dispatcher:
             worker.offer(message, wait)
 
     def _track(self, message: SensorMessage) -> None:
+        # at debug level, every message in: the soak harness tells input lost upstream from input the agent lost
+        log.debug("sensor message", sensor=message.sensor_id, seq=message.seq)
         with self.stats.lock:
             entry = self.stats.sensor(message.sensor_id)
             entry.received += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,15 @@ class Windower:
     Each chunk's acknowledgement is held until every window its samples belong to was cut (or the
     buffer holding them was discarded by a break); :meth:`acknowledge`, called once those windows'
     events are stored, releases them.
+
+    Input delivered again from further back does not throw the partial window away: a broker restored
+    from its last save sends again what was queued for the agent then (input it used long ago), and the
+    live stream follows.  The chunks of the partial window were acknowledged to the broker that died (or
+    not at all) and the restored broker has never heard of them, so nobody would send them again.  A step
+    back in both sequence number and time therefore *parks* the partial window; when the stream comes
+    back to exactly the parked window's next sequence number, the repeated input is dropped and the parked
+    window continues.  The parked window is dropped (its chunks acknowledged) once the stream passes that
+    number or its time moves past the parked window's (a publisher restart, whose clock goes on).
     """
 
     def __init__(self, window_s: float, hop_s: float) -> None:
@@ -65,6 +75,9 @@ class Windower:
         self.fed = 0  # samples fed since the start, and samples the buffer has moved past (cut or discarded)
         self.passed = 0
         self.held: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()  # (end sample, ack)
+        self.last_ns = 0  # time of the newest chunk fed
+        self.parked: dict[str, Any] | None = None  # the state before a step back into older input
+        self.resumed = 0  # parked windows continued after input delivered again
 
     def feed(self, message: SensorMessage) -> tuple[list[Window], StreamBreak | None]:
         """Add a chunk; returns the completed windows and any break detected before it."""
@@ -73,10 +86,21 @@ class Windower:
         if values > MAX_WINDOW_VALUES:  # refused before anything is buffered
             raise RejectedInput(f"a {self.window_s} s window at {message.sample_rate} Hz x {chunk.shape[1]} "
                                 f"channels would hold {values} values, more than {MAX_WINDOW_VALUES}")
+        if self.parked is not None:
+            if message.seq == self.parked["next_seq"] and message.seq != self.next_seq:
+                self._resume()  # back where the stream was: what came in between was input delivered again
+            elif message.seq >= self.parked["next_seq"] or message.timestamp_ns > self.parked["last_ns"]:
+                self._drop_parked()
         stream_break = self._check_continuity(message, chunk.shape[1])
         if stream_break is not None:
-            self.passed = self.fed  # the discarded partial window is done with
+            if self._steps_back(message):
+                self._park()
+            else:
+                self.passed = self.fed  # the discarded partial window is done with
+            self.buffer = None
+            self.skip = 0
         self.fed += len(chunk)
+        self.last_ns = message.timestamp_ns
         self.held.append((self.fed, message.ack))
         self.next_seq = message.seq + 1
         if self.buffer is None:
@@ -110,9 +134,38 @@ class Windower:
                       else f"sequence went back from {self.next_seq - 1} to {message.seq}")
         if reason is None:
             return None
-        self.buffer = None
-        self.skip = 0
         return StreamBreak(reason, max(missing, 0))
+
+    def _steps_back(self, message: SensorMessage) -> bool:
+        """Whether a break is a step back in sequence and time, same rate, with a partial window worth keeping."""
+        return (self.buffer is not None and len(self.buffer) > 0 and self.next_seq is not None
+                and message.seq < self.next_seq and message.timestamp_ns < self.last_ns
+                and message.sample_rate == self.rate)
+
+    _STATE = ("buffer", "buffer_start_ns", "next_seq", "rate", "skip", "fed", "passed", "held", "last_ns")
+
+    def _park(self) -> None:
+        if self.parked is not None and self.parked["next_seq"] >= (self.next_seq or 0):
+            self.passed = self.fed  # a step back within repeated input: the newer parked window is kept
+            return
+        self._drop_parked()
+        self.parked = {name: getattr(self, name) for name in self._STATE}
+        self.fed = self.passed = 0
+        self.held = collections.deque()
+
+    def _resume(self) -> None:
+        assert self.parked is not None  # only called with a parked window
+        self.discard_held()  # the repeated input: its windows were cut when it came the first time
+        for name, value in self.parked.items():
+            setattr(self, name, value)
+        self.parked = None
+        self.resumed += 1
+
+    def _drop_parked(self) -> None:
+        if self.parked is not None:
+            for _, ack in self.parked["held"]:
+                ack()
+            self.parked = None
 
     def _to_grid(self, seq: int, chunk_length: int) -> int:
         """Samples from this chunk's start to the next window start on the stream's grid (chunk lengths are
@@ -147,5 +200,9 @@ class Windower:
     def discard(self) -> None:
         """Acknowledge every held chunk: the windower is being dropped with its partial window (a reload,
         a failure on its input, the sensor forgotten), so nothing will ever cut those windows."""
+        self.discard_held()
+        self._drop_parked()
+
+    def discard_held(self) -> None:
         while self.held:
             self.held.popleft()[1]()

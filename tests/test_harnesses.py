@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
+from agent.testing import Broker, free_port, stop_client, wait_until
 from sensors.errors import WireError
+from sensors.mqtt import connect_properties
 from sensors.wire import decode
 from tests.harness import fuzz, soak
 from tests.harness.mutate import MUTATIONS, pool
@@ -47,15 +52,37 @@ class TestSoakComparison:
         assert (figures.expected, figures.lost, figures.duplicated, figures.out_of_order) == (4, 1, 1, 1)
         assert figures.unexpected == 0  # b is not an expected topic
 
+    def window(self, index: int) -> str:
+        return soak.iso_time(soak.BASE_NS + index * soak.CHUNKS_PER_WINDOW * soak.CHUNK_NS)
+
     def test_a_loss_whose_input_never_reached_the_agent_is_counted_upstream(self) -> None:
-        """A lost window holding a chunk the agent reported missing is lost upstream, not by the agent; a lost
-        window whose chunks all arrived stays the agent's loss."""
-        first, second = (soak.iso_time(soak.BASE_NS + index * soak.CHUNKS_PER_WINDOW * soak.CHUNK_NS)
-                         for index in range(2))
-        expected = {("a", "probe", "energy_high", first), ("a", "probe", "energy_high", second)}
-        gaps = {("a", soak.CHUNKS_PER_WINDOW + 1)}  # a chunk of the second window
-        figures = soak.compare(expected, [], gaps)["a/energy_high"]
+        """A lost window no agent run received whole is lost upstream; a lost window whose chunks all reached one
+        run stays the agent's loss."""
+        expected = {("a", "probe", "energy_high", self.window(0)), ("a", "probe", "energy_high", self.window(1))}
+        runs = [{("a", seq) for seq in range(2 * soak.CHUNKS_PER_WINDOW) if seq != soak.CHUNKS_PER_WINDOW + 1}]
+        figures = soak.compare(expected, [], runs)["a/energy_high"]
         assert (figures.lost, figures.lost_upstream) == (1, 1)
+
+    def test_input_is_read_from_each_agent_runs_log(self, tmp_path: Path) -> None:
+        """Each run's debug log names the sensor messages it received. A window whose chunks never all reached one
+        run is upstream's loss even though the agent reported no gap: here the first window's last chunk came
+        only after a restart (the broker lost the session holding the first three), and the second window's
+        last chunk never came before the run ended. The third window reached the second run whole."""
+        def line(sensor: str, seq: int) -> str:
+            return json.dumps({"sensor": sensor, "seq": seq, "event": "sensor message", "level": "debug"})
+
+        per_window = soak.CHUNKS_PER_WINDOW
+        logs = {"run-00000": [line("a", seq) for seq in range(per_window - 1)] + ['{"sensor": "a", "se'],
+                "run-00001": [line("a", seq) for seq in range(per_window - 1, 2 * per_window - 1)]
+                + [line("b", seq) for seq in range(2 * per_window, 3 * per_window)]}
+        for run, lines in logs.items():
+            (tmp_path / run).mkdir()
+            (tmp_path / run / "agent.log").write_text("\n".join(lines) + "\n")
+        runs = soak.received_by_run(soak.AgentProcess(tmp_path, {}))
+        assert len(runs) == 2 and ("a", per_window - 1) in runs[1]
+        assert soak.input_missing(("a", "probe", "energy_high", self.window(0)), runs)
+        assert soak.input_missing(("a", "probe", "energy_high", self.window(1)), runs)
+        assert not soak.input_missing(("b", "probe", "energy_high", self.window(2)), runs)
 
     def test_round_input_moves_sequence_and_time_on(self, tmp_path: Path) -> None:
         """Round n replays the same recording with its sequence numbers and times moved on by n rounds, and the
@@ -71,6 +98,51 @@ class TestSoakComparison:
         assert soak.round_of(soak.shift_key(key, 2)) - soak.round_of(key) == 2
 
 
+def session_present(port: int, client_id: str, subscribe: str | None = None) -> bool:
+    """Connect with a persistent session (subscribing to ``subscribe`` if given); whether the broker had one."""
+    done, present = threading.Event(), []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+
+    def on_connect(client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, *_: object) -> None:
+        present.append(flags.session_present)
+        if subscribe is None:
+            done.set()
+        else:
+            client.subscribe(subscribe, qos=1)
+
+    client.on_connect = on_connect
+    client.on_subscribe = lambda *_: done.set()
+    client.connect("127.0.0.1", port, clean_start=False, properties=connect_properties(3600))
+    client.loop_start()
+    try:
+        assert done.wait(10), "no CONNACK or SUBACK"
+    finally:
+        stop_client(client)
+    return bool(present[0])
+
+
+class TestSoakBroker:
+    def test_the_soak_broker_keeps_sessions_across_a_sigkill(self, tmp_path: Path) -> None:
+        """The soak's broker saves its database every autosave interval, also when the harness runs as root (Mosquitto
+        would drop to its own user and fail to write), so a SIGKILL loses only what came since the last save and a
+        persistent session, here the agent's, is still there after the restart."""
+        broker = Broker(tmp_path, free_port())
+        soak.broker_config(broker, tmp_path, autosave_s=1)
+        broker.start()
+        try:
+            assert not session_present(broker.port, "soak-agent-in", subscribe="edge/sensors/+/+")
+            saves = broker.log.read_text(errors="replace").count("Saving in-memory database")
+            wait_until(lambda: broker.log.read_text(errors="replace").count("Saving in-memory database") > saves,
+                       15, 0.05, "the broker never tried to save")
+            log = broker.log.read_text(errors="replace")
+            assert "Error saving" not in log, log
+            broker.kill()
+            broker.start()
+            assert session_present(broker.port, "soak-agent-in")
+        finally:
+            broker.stop()
+
+
 def test_soak_smoke(tmp_path: Path) -> None:
     """A few randomised fault rounds run end to end: every round's events are expected and counted, the agent
     does not crash. (Losses are reported, not asserted: on a branch without the delivery fixes of issue 9 an
@@ -79,6 +151,7 @@ def test_soak_smoke(tmp_path: Path) -> None:
     assert result.rounds == 3 and sum(result.faults.values()) == 3
     assert sum(figures.expected for figures in result.table.values()) == 3 * 4 * len(soak.SENSORS)
     assert result.crashes == 0, result.exit_codes
+    assert result.broker_save_errors == 0  # else its SIGKILLs lose every session (Mosquitto run as root)
     assert "| all |" in soak.render(result)
 
 

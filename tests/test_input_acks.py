@@ -29,6 +29,7 @@ from sensors.sources.mqtt import InOrderAcks
 from sensors.wire import Kind, SensorMessage, encode
 from tests.conftest import Broker, agent_config, write_energy_model
 from tests.test_daemon import Daemon, NotifySocket
+from tests.test_delivery import crash_prone_broker
 from tests.test_faults import record_figure
 
 SIGKILL_ROUNDS = int(os.environ.get("EDGE_AGENT_INPUT_KILL_ROUNDS", "3"))
@@ -123,6 +124,34 @@ class TestWindowAcks:
             assert [w.start_ns for w in windows] == ([10**18 + 8 * 250 * 10**6] if seq == 11 else [])
         assert acked == [5, 6, 7, 8, 9, 10, 11]
 
+
+    def test_input_delivered_again_from_further_back_does_not_lose_the_partial_window(self) -> None:
+        """A broker restored from an older save sends chunks 0-2 again (used long ago) while chunks 4-5 wait for
+        chunks 6-7: the partial window is kept aside and continues when the stream comes back to chunk 6, so
+        window [4, 8) is cut (nobody would send chunks 4-5 again); the repeated chunks are acknowledged then."""
+        acked: list[int] = []
+        windower = Windower(1.0, 1.0)
+        starts = []
+        for seq in (0, 1, 2, 3, 4, 5, 0, 1, 2, 6, 7):
+            windows, _ = windower.feed(chunk(seq, acked))
+            windower.acknowledge()
+            starts += [w.start_ns for w in windows]
+        assert starts == [10**18, 10**18 + 4 * 250 * 10**6]
+        assert acked == [0, 1, 2, 3, 0, 1, 2, 4, 5, 6, 7] and windower.resumed == 1
+
+    def test_a_publisher_restart_still_restarts_the_window(self) -> None:
+        """A step back in sequence number whose time goes on (the sensor restarted its numbering) is a new stream:
+        the partial window is dropped and acknowledged at once, as for a gap."""
+        acked: list[int] = []
+        windower = Windower(1.0, 1.0)
+        for seq in range(6):
+            windower.feed(chunk(seq, acked))
+            windower.acknowledge()
+        restarted = SensorMessage("s1", Kind.VIBRATION, 0, 10**18 + 6 * 250 * 10**6, np.ones((250, 1), np.float32),
+                                  1000.0, ack=lambda: acked.append(-1))
+        _, stream_break = windower.feed(restarted)
+        windower.acknowledge()
+        assert stream_break is not None and acked == [0, 1, 2, 3, 4, 5] and windower.parked is None
 
     def test_a_dropped_windower_releases_its_partial_window_at_once(self, tmp_path: Path) -> None:
         """A reload with other window settings drops the windowers: their held chunks are acknowledged then,
@@ -254,3 +283,61 @@ class TestAgentKilled:
                                                    "chunks_without_event": len(lost_chunks)})
         assert seq and not lost_frames, f"{len(lost_frames)} of {seq} frames never became events"
         assert not lost_chunks, f"{len(lost_chunks)} of {seq} vibration chunks never became part of an event"
+
+
+class TestBrokerRestoredFromAnOlderSave:
+    def test_a_partial_window_survives_input_the_restored_broker_delivers_again(self, tmp_path: Path) -> None:
+        """The broker saves while chunks 0-3 wait for the agent; the agent uses them, then holds chunks 4-5 (half a
+        window) when the broker is SIGKILLed. The restored broker sends 0-3 again and knows nothing of 4-5; with
+        chunks 6-7 the window [4, 8) must still become an event."""
+        broker = crash_prone_broker(tmp_path)  # saves only when told (SIGUSR1 here), as between two autosaves
+        model = write_energy_model(tmp_path / "model")
+        events = tmp_path / "events.jsonl"
+        config = agent_config(tmp_path / "state", model,
+                              [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port, "client_id": "restore-in",
+                                "keepalive_s": 2}],
+                              [{"kind": "jsonl", "path": str(events)}], probe={"threshold": 0.5})
+        config["log"]["level"] = "debug"  # "sensor message" lines say what the agent received
+        open_session(broker.port, "restore-in")
+        daemon: Daemon | None = None
+        notify = NotifySocket(tmp_path / "notify.sock")
+
+        def publish(seqs: range) -> None:
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            client.connect("127.0.0.1", broker.port)
+            client.loop_start()
+            try:
+                for seq in seqs:
+                    message = SensorMessage("vib-1", Kind.VIBRATION, seq, BASE_NS + seq * 10**9,
+                                            np.full((250, 1), 2.0, np.float32), 1000.0)
+                    topic = topics.sensor_topic("edge", message.kind, message.sensor_id)
+                    client.publish(topic, encode(message), qos=1).wait_for_publish(5)
+            finally:
+                stop_client(client)
+
+        def saves() -> int:
+            return broker.log.read_text(errors="replace").count("Saving in-memory database")
+
+        try:
+            publish(range(4))  # queued in the agent's session, and saved so
+            before = saves()
+            assert broker.process is not None
+            broker.process.send_signal(signal.SIGUSR1)
+            wait_until(lambda: saves() > before and (tmp_path / "mosquitto.db").exists(), 10, 0.05,
+                       "the broker did not save")
+            daemon = Daemon(tmp_path, config, notify)
+            assert notify.wait_for("READY=1", 30), daemon.log()
+            wait_until(lambda: used_input(events)[1] >= set(range(4)), 30, 0.05, "window [0, 4) never made")
+            publish(range(4, 6))
+            wait_until(lambda: any(e.get("seq") == 5 for e in daemon.log_events("sensor message")), 30, 0.05,
+                       "chunk 5 never reached the agent")
+            broker.kill()
+            broker.start()  # restored from the save: 0-3 queued for the agent again, 4-5 unknown
+            publish(range(6, 8))
+            wait_until(lambda: used_input(events)[1] >= set(range(8)), 30, 0.05,
+                       f"window [4, 8) never made:\n{daemon.log()[-3000:]}")
+        finally:
+            if daemon is not None:
+                daemon.stop()
+            notify.close()
+            broker.stop()

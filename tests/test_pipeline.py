@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import structlog
+import structlog.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -146,6 +149,21 @@ class TestDispatcher:
         assert len(emitted) == 1
         task, draft = emitted[0]
         assert task == "agent" and draft.type == "input_rejected" and "bad magic" in draft.body["reason"]
+
+    def test_every_message_in_is_logged_at_debug_level(self) -> None:
+        """At debug level each decoded message is logged with its sensor and sequence number (what the soak harness
+        reads to tell input that never reached the agent from input the agent lost); at info level nothing is."""
+        config = structlog.get_config()
+        try:
+            for level, wanted in ((logging.DEBUG, [("a", 0), ("a", 1), ("b", 0)]), (logging.INFO, [])):
+                with structlog.testing.capture_logs() as logs:
+                    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+                    dispatcher, _, _ = self.make()
+                    for sensor, seq in (("a", 0), ("a", 1), ("b", 0)):
+                        dispatcher.submit(encode(vibration_chunk(sensor, seq, 1.0, samples=10)))
+                assert [(e["sensor"], e["seq"]) for e in logs if e["event"] == "sensor message"] == wanted
+        finally:
+            structlog.configure(**config)
 
     @settings(max_examples=200, deadline=None)
     @given(st.binary(max_size=400))

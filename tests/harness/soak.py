@@ -12,10 +12,10 @@ shipped mosquitto.conf does), broker freeze (SIGSTOP for up to 2 s, SIGCONT), di
 directory is a small tmpfs, filled for a second; root only, else skipped) or a fuzz burst. Events are
 matched with the reference run on sensor, task, type and source time; the table gives per topic the
 events expected, lost, duplicated and out of order, and overall the crashes (agent exits not caused
-by the harness) and the agent's RSS. A lost event whose input never reached the agent (a sequence gap
-the agent reported in its log, e.g. sensor messages a killed broker had acknowledged but not saved)
-is counted apart from one the agent lost. Exit status 0 only when the agent lost nothing and nothing
-crashed.
+by the harness) and the agent's RSS. A lost event whose input never reached the agent (no run of the
+agent, whose debug log names every sensor message it received, had all the chunks of its window: e.g.
+sensor messages a killed broker had acknowledged but not saved) is counted apart from one the agent
+lost. Exit status 0 only when the agent lost nothing and nothing crashed.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from sensors.wire import SensorMessage, decode, encode
 from tests.conftest import Broker, free_port
 from tests.harness.common import BASE_NS, RATE, SAMPLES, AgentProcess, chunk, event_key, probe_agent_config
 from tests.harness.mutate import pool
-from tests.test_faults import Collector
+from tests.test_faults import RUN_AS_CALLER, Collector
 
 SENSORS = ("pump-a", "pump-b")
 CHUNKS = 16  # per sensor and round: four 1 s windows of the probe task
@@ -92,16 +92,21 @@ def round_of(key: Key) -> int:
     return (parse_ns(key[3]) - BASE_NS) // (STEP * CHUNK_NS)
 
 
-def reported_gaps(agent: AgentProcess) -> set[tuple[str, int]]:
-    """(sensor, seq) of every chunk the agent reported missing (``stream restarted`` with ``missing``), all runs."""
-    missing: set[tuple[str, int]] = set()
+def received_by_run(agent: AgentProcess) -> list[set[tuple[str, int]]]:
+    """(sensor, seq) of every sensor message each run of the agent received (its debug log names each one)."""
+    runs = []
     for log in sorted(agent.folder.glob("run-*/agent.log")):
+        received = set()
         for line in log.read_text(errors="replace").splitlines():
-            if '"stream restarted"' not in line:
+            if '"sensor message"' not in line:
                 continue
-            entry = json.loads(line)
-            missing |= {(entry["sensor"], seq) for seq in range(entry["seq"] - entry["missing"], entry["seq"])}
-    return missing
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut by an agent SIGKILL
+                continue
+            received.add((entry["sensor"], entry["seq"]))
+        runs.append(received)
+    return runs
 
 
 def made_events(folder: Path) -> set[Key]:
@@ -118,10 +123,17 @@ def made_events(folder: Path) -> set[Key]:
     return keys
 
 
-def input_missing(key: Key, gaps: set[tuple[str, int]]) -> bool:
-    """Whether a chunk of the expected event's window never reached the agent."""
+def input_missing(key: Key, runs: list[set[tuple[str, int]]]) -> bool:
+    """Whether no run of the agent received every chunk of the expected event's window.
+
+    Only a window whose whole input reached one run can be lost by the agent: a chunk that never arrived,
+    or that arrived only in a run killed before the window was complete and was not sent again (the broker
+    lost it, or the session holding it), is lost upstream. Gaps the agent reports cannot tell this: a chunk
+    lost at the end of the run, or just before an agent restart (a new run starts its windows afresh), is
+    followed by no gap."""
     first = (parse_ns(key[3]) - BASE_NS) // CHUNK_NS
-    return any((key[0], seq) in gaps for seq in range(first, first + CHUNKS_PER_WINDOW))
+    window = {(key[0], seq) for seq in range(first, first + CHUNKS_PER_WINDOW)}
+    return not any(window <= received for received in runs)
 
 
 def parse_ns(text: str) -> int:
@@ -144,10 +156,14 @@ class Rig:
 
 
 def broker_config(broker: Broker, folder: Path, autosave_s: int) -> None:
-    """Persistence as on a plant's broker: saved every ``autosave_s`` seconds, not on every change."""
+    """Persistence as on a plant's broker: saved every ``autosave_s`` seconds, not on every change.
+
+    Mosquitto started as root drops to the ``mosquitto`` user and then cannot write its database into the
+    harness's folder ("Error saving in-memory database"): every broker SIGKILL would then lose every session
+    and queued message, not just what came since the last save. ``user root`` keeps it able to save."""
     broker.config.write_text(f"listener {broker.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
                              f"persistence_location {folder}/\nautosave_interval {autosave_s}\n"
-                             "max_queued_messages 100000\n")
+                             f"max_queued_messages 100000\n{RUN_AS_CALLER}")
 
 
 @contextmanager
@@ -173,8 +189,9 @@ def rig(folder: Path, state: Path, autosave_s: int) -> Iterator[Rig]:
     broker.start()
     sources = [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port, "keepalive_s": 2,
                 "client_id": "soak-agent-in"}]
-    agent = AgentProcess(folder / "agent", probe_agent_config(folder, state, sources, broker.port,
-                                                              journal=folder / "made-events.jsonl"))
+    config = probe_agent_config(folder, state, sources, broker.port, journal=folder / "made-events.jsonl")
+    config["log"]["level"] = "debug"  # every sensor message received is logged: see received_by_run
+    agent = AgentProcess(folder / "agent", config)
     agent.start()
     collector = Collector(broker.port)
     sensors = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="soak-sensors", protocol=mqtt.MQTTv5)
@@ -280,24 +297,25 @@ def reference_keys(folder: Path, recording: Path, autosave_s: int, settle_s: flo
 @dataclass
 class TopicFigures:
     expected: int = 0
-    lost: int = 0  # by the agent: every chunk of the window reached it
-    lost_upstream: int = 0  # a chunk of the window never reached the agent, and it reported the gap
+    lost: int = 0  # by the agent: every chunk of the window reached one run of it
+    lost_upstream: int = 0  # no run of the agent received every chunk of the window
     lost_in_delivery: int = 0  # of ``lost``: the agent made the event (its jsonl sink has it), MQTT lost it
     duplicated: int = 0
     out_of_order: int = 0
     unexpected: int = 0  # events matching no reference key, e.g. windows cut elsewhere after lost input
 
 
-def compare(expected: set[Key], events: list[dict[str, Any]], gaps: set[tuple[str, int]] | None = None,
+def compare(expected: set[Key], events: list[dict[str, Any]], runs: list[set[tuple[str, int]]] | None = None,
             made: set[Key] | None = None) -> dict[str, TopicFigures]:
-    """Per topic (sensor and event type): expected, lost (by the agent, or upstream with the gap reported),
-    duplicated, out-of-order first deliveries, unexpected."""
+    """Per topic (sensor and event type): expected, lost (by the agent, or upstream when ``runs``, the input each
+    agent run received, shows that no run had the whole window), duplicated, out-of-order first deliveries,
+    unexpected."""
     table: dict[str, TopicFigures] = {}
     received = Counter(event_key(event) for event in events)
     for key in expected:
         figures = table.setdefault(f"{key[0]}/{key[2]}", TopicFigures())
         figures.expected += 1
-        if received[key] == 0 and gaps and input_missing(key, gaps):
+        if received[key] == 0 and runs is not None and input_missing(key, runs):
             figures.lost_upstream += 1
         else:
             figures.lost += received[key] == 0
@@ -331,6 +349,7 @@ class SoakResult:
     rss_mb_before: float = 0.0
     rss_mb_after: float = 0.0
     disk_full_available: bool = True
+    broker_save_errors: int = 0  # the broker failed to write its database: a broker SIGKILL then loses everything
     seconds: float = 0.0
     lost_by_fault: Counter[str] = field(default_factory=Counter)
     lost_upstream_by_fault: Counter[str] = field(default_factory=Counter)
@@ -373,12 +392,13 @@ def soak(folder: Path, rounds: int, duration_s: float, seed: int, autosave_s: in
         running.agent.restart_if_exited()
         result.rss_mb_after = running.agent.rss_mb()
         result.crashes, result.exit_codes = len(running.agent.crash_codes), running.agent.crash_codes
-        gaps = reported_gaps(running.agent)
+        result.broker_save_errors = running.broker.log.read_text(errors="replace").count("Error saving")
+        runs = received_by_run(running.agent)
     made = made_events(folder / "soak")
-    result.table = compare(expected, events, gaps, made)
+    result.table = compare(expected, events, runs, made)
     received = {event_key(event) for event in events}
     for key in expected - received:
-        upstream = input_missing(key, gaps)
+        upstream = input_missing(key, runs)
         lost = result.lost_upstream_by_fault if upstream else result.lost_by_fault
         lost[round_faults[round_of(key)]] += 1
         why = "upstream" if upstream else "made, not delivered" if key in made else "never made"
@@ -390,10 +410,12 @@ def soak(folder: Path, rounds: int, duration_s: float, seed: int, autosave_s: in
 def render(result: SoakResult) -> str:
     lines = [f"rounds: {result.rounds} in {result.seconds:.0f} s; faults: {dict(result.faults)}"
              + ("" if result.disk_full_available else " (disk_full skipped: tmpfs needs root)"),
+             *([f"WARNING: the broker failed to save its database {result.broker_save_errors} times: its SIGKILLs "
+                "lost every session, not only what came since the last autosave"] if result.broker_save_errors else []),
              f"crashes: {result.crashes} {result.exit_codes or ''}; agent RSS before/after: "
              f"{result.rss_mb_before:.0f} / {result.rss_mb_after:.0f} MiB",
              f"events lost by the agent, by the fault of their round: {dict(result.lost_by_fault)}",
-             f"events lost upstream (input never reached the agent; gap reported), by fault: "
+             f"events lost upstream (no agent run received the window's whole input), by fault: "
              f"{dict(result.lost_upstream_by_fault)}", "",
              "| topic | expected | lost by the agent | of which made, not delivered | lost upstream | duplicated "
              "| out of order | unexpected |", "|---|---|---|---|---|---|---|---|"]
