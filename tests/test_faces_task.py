@@ -256,3 +256,19 @@ def test_the_gallery_is_read_again_when_it_changes_and_a_damaged_change_is_survi
 
 def test_the_task_is_off_unless_enabled() -> None:
     assert FacesConfig().enabled is False
+
+
+def test_enrol_takes_a_photo_and_aligns_its_largest_face(tmp_path: Path, task: FacesTask) -> None:
+    from agent.tasks.faces.commands import _read_crops
+    from sensors.simulate.entrance import held_out_identities
+
+    people = held_out_identities()
+    image, placed = render_scene([people[10], people[11]], np.random.default_rng(1))
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(image).save(photo)
+    crops = _read_crops([photo], task.embedder)
+    assert crops.shape == (1, 112, 112, 3)
+    largest = max(placed, key=lambda face: (face[0][2] - face[0][0]) * (face[0][3] - face[0][1]))
+    expected = task.embedder.align(image, np.array(largest[1]))  # the largest face, aligned from its true landmarks
+    similarity = float(task.embedder.embed(crops)[0] @ task.embedder.embed(expected[None])[0])
+    assert similarity > task.threshold
