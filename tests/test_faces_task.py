@@ -272,3 +272,18 @@ def test_enrol_takes_a_photo_and_aligns_its_largest_face(tmp_path: Path, task: F
     expected = task.embedder.align(image, np.array(largest[1]))  # the largest face, aligned from its true landmarks
     similarity = float(task.embedder.embed(crops)[0] @ task.embedder.embed(expected[None])[0])
     assert similarity > task.threshold
+
+
+def test_the_default_gallery_is_where_the_faces_command_enrols(tmp_path: Path) -> None:
+    from agent.tasks.faces.commands import default_gallery
+
+    key_file = tmp_path / "faces.key"
+    write_key_file(key_file)
+    state_dir = tmp_path / "state"
+    task_state = state_dir / "faces"  # what the agent gives the task (agent/daemon.py, _build_tasks)
+    task_state.mkdir(parents=True)
+    task = make_task(task_state, gallery=None, key_file=key_file)
+    try:
+        assert task.gallery.gallery.path == default_gallery(state_dir) / "gallery.enc"
+    finally:
+        task.close()

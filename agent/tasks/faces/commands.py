@@ -52,10 +52,15 @@ def _run(args: argparse.Namespace, config: Any) -> int:
     return _list(gallery)
 
 
+def default_gallery(state_dir: Path) -> Path:
+    """Where the gallery lives unless configured: the faces task's own state folder."""
+    return state_dir / "faces"
+
+
 def _open_gallery(args: argparse.Namespace, config: Any) -> Any:
     from models.faces.runtime.gallery import Gallery, load_key
 
-    directory = args.gallery if args.gallery is not None else Path(config.state_dir) / "faces"
+    directory = args.gallery if args.gallery is not None else default_gallery(Path(config.state_dir))
     return Gallery(directory, load_key(args.key_file))
 
 

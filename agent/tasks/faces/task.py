@@ -60,9 +60,10 @@ def match_threshold(config: FacesConfig, manifest: Manifest) -> float:
                       "set match_similarity")
 
 
-def open_gallery(config: FacesConfig, state_dir: Path) -> Gallery:
-    """The configured gallery with its key (raises a GalleryError saying what is missing or wrong)."""
-    directory = config.gallery if config.gallery is not None else state_dir / "faces"
+def open_gallery(config: FacesConfig, task_state_dir: Path) -> Gallery:
+    """The configured gallery with its key (raises a GalleryError saying what is missing or wrong); by default
+    in the task's state folder, ``<state_dir>/faces``, where ``edge-agent faces enrol`` puts it."""
+    directory = config.gallery if config.gallery is not None else task_state_dir
     return Gallery(directory, load_key(config.key_file))
 
 
