@@ -114,11 +114,34 @@ def public(result: dict[str, Any]) -> dict[str, Any]:
     return {"groups": result["groups"], "overall": result["overall"]}
 
 
+def threshold_by_group(config_path: Path = CONFIG) -> dict[str, dict[str, dict[str, float]]]:
+    """False match and non-match rates per group at both manifest thresholds (1:1 ``same_person_similarity``,
+    the task's ``identify_similarity``) on both test banks: the per-group check of the thresholds."""
+    config, manifest = load_config(config_path), load_manifest(FOLDER / "manifest.yaml")
+    rates: dict[str, dict[str, dict[str, float]]] = {}
+    for set_name, split in (("synthetic_test", "test"), ("independent_generator", "alt")):
+        bank = load_split(config.data, split)
+        first, second, same = metrics.make_pairs(bank.labels, bank.groups, np.random.default_rng(1), PAIRS_PER_GROUP)
+        scores = pair_scores(onnx_embed(manifest.onnx_path, bank.images), first, second, "cosine")
+        for name in ("same_person_similarity", "identify_similarity"):
+            cut = manifest.thresholds[name]
+            rates[f"{set_name} @ {name} {cut}"] = {
+                group: metrics.match_rates(scores[bank.groups[first] == group], same[bank.groups[first] == group], cut)
+                for group in sorted(set(bank.groups.tolist()))}
+    return rates
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--config", default=CONFIG, type=Path)
     parser.add_argument("--no-peer", action="store_true", help="skip dlib even when it is installed")
+    parser.add_argument("--thresholds-by-group", action="store_true",
+                        help="only print each group's false match / non-match rates at both thresholds")
     args = parser.parse_args(argv)
+    if args.thresholds_by_group:
+        for where, groups in threshold_by_group(args.config).items():
+            print(where, {g: {k: round(v, 4) for k, v in r.items()} for g, r in groups.items()})
+        return
     from models.faces.plots import group_rocs, samples, worst_pairs
 
     config = load_config(args.config)
