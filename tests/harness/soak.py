@@ -232,12 +232,11 @@ def disk_full(rig: Rig, rng: random.Random, mounted: bool) -> None:
         return
     filler = rig.state / "soak-filler"
     try:
-        with filler.open("wb") as handle:
+        with filler.open("wb", buffering=0) as handle:  # unbuffered: closing it has nothing left to write
             block = b"\0" * 2**20
             while True:
                 try:
                     handle.write(block)
-                    handle.flush()
                 except OSError:
                     break
     except OSError as error:  # ENOSPC at the very open: the tmpfs is full already, which is the fault
