@@ -32,9 +32,10 @@ def held_out_identities() -> list[Identity]:
     return sample_identities(LAST_TEST + 1, IDENTITY_SEED)[FIRST_TEST:]
 
 
-def staff() -> dict[str, Identity]:
-    """The enrolled people of the demo, by name."""
-    return dict(zip(STAFF_NAMES, held_out_identities()[: len(STAFF_NAMES)], strict=True))
+def staff(people: list[Identity] | None = None) -> dict[str, Identity]:
+    """The enrolled people of the demo, by name: the first of ``people`` (default: the held-out identities)."""
+    pool = held_out_identities() if people is None else people
+    return dict(zip(STAFF_NAMES, pool[: len(STAFF_NAMES)], strict=True))
 
 
 def enrolment_crops(identity: Identity, views: int, seed: int) -> np.ndarray:
@@ -58,6 +59,9 @@ class Visit:
     top: float
     seed: int
 
+    def __post_init__(self) -> None:
+        self.base = sample_nuisance(np.random.default_rng(self.seed))  # the visit's light and pose, jittered per frame
+
     def placement(self, frame: int) -> Placement | None:
         step = frame - self.start
         if not 0 <= step < self.frames:
@@ -66,7 +70,7 @@ class Visit:
         side = self.first_side + (self.last_side - self.first_side) * share
         x = self.start_x + (self.end_x - self.start_x) * share
         rng = np.random.default_rng((self.seed, step))
-        base = sample_nuisance(np.random.default_rng(self.seed))
+        base = self.base
         nuisance = replace(base, yaw=float(np.clip(base.yaw * 0.5 + rng.normal(0, 0.08), -0.45, 0.45)),
                            roll=float(base.roll * 0.5 + rng.normal(0, 2)), smile=float(rng.uniform(-0.2, 0.6)),
                            blink=float(rng.uniform(0, 1) ** 4), mask=False)
@@ -74,14 +78,17 @@ class Visit:
 
 
 class EntranceScript:
-    """Who shows up when at one camera: visits drawn from ``seed``, staff with probability ``staff_share``."""
+    """Who shows up when at one camera: visits drawn from ``seed``, staff with probability ``staff_share``; staff
+    and visitors come from ``people`` (default: the face model's held-out identities), staff first."""
 
-    def __init__(self, seed: int, staff_share: float, frames_per_visit: int) -> None:
+    def __init__(self, seed: int, staff_share: float, frames_per_visit: int,
+                 people: list[Identity] | None = None) -> None:
+        pool = held_out_identities() if people is None else people
         self.rng = np.random.default_rng(seed)
         self.staff_share = staff_share
         self.frames_per_visit = frames_per_visit
-        self.people = staff()
-        self.visitors = held_out_identities()[len(STAFF_NAMES):]
+        self.people = staff(pool)
+        self.visitors = pool[len(STAFF_NAMES):]
         self.visits: list[Visit] = []
         self.next_start = 0
 
@@ -118,12 +125,13 @@ def _apart(first: Placement, second: Placement) -> bool:
 
 
 def entrance_stream(sensor_id: str, seed: int, fps: float, staff_share: float, start_ns: int,
-                    frames_per_visit: int = 8, quality: int = 90) -> Iterator[SensorMessage]:
-    """JPEG frames of one entrance camera, ``fps`` a second, forever."""
+                    frames_per_visit: int = 8, quality: int = 90,
+                    people: list[Identity] | None = None) -> Iterator[SensorMessage]:
+    """JPEG frames of one entrance camera, ``fps`` a second, forever (``people`` as for EntranceScript)."""
     rng = np.random.default_rng((seed, 1))
     backdrop = scene_backdrop(rng, WIDTH, HEIGHT)
     light = replace(sample_nuisance(rng), light_strength=0.2, brightness=1.0, blur=0.3, noise=3.0)
-    script = EntranceScript(seed, staff_share, frames_per_visit)
+    script = EntranceScript(seed, staff_share, frames_per_visit, people)
     frame = 0
     while True:
         image, _ = render_frame(backdrop, script.placements(frame), rng, light)

@@ -18,14 +18,17 @@ import sensors
 from models.faces.runtime.embedder import FaceEmbedder
 from models.faces.runtime.gallery import Gallery, load_key, write_key_file
 from sensors.simulate.entrance import enrolment_crops, staff
+from sensors.simulate.faces import Identity
 
 DEMO_FACES = Path(sensors.__file__).resolve().parent / "simulate" / "data" / "faces"
 KEY_FILE = DEMO_FACES / "demo.key"
 VIEWS = 8
 
 
-def write_demo_gallery(folder: Path = DEMO_FACES, views: int = VIEWS, seed: int = 3) -> Gallery:
-    """Enrol every staff member from ``views`` rendered crops (also saved as PNGs) into ``folder``."""
+def write_demo_gallery(folder: Path = DEMO_FACES, views: int = VIEWS, seed: int = 3,
+                       people: list[Identity] | None = None) -> Gallery:
+    """Enrol every staff member (of ``people``, as the entrance camera picks them) from ``views`` rendered crops
+    (also saved as PNGs) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     key_file = folder / "demo.key"
     if not key_file.exists():
@@ -35,7 +38,7 @@ def write_demo_gallery(folder: Path = DEMO_FACES, views: int = VIEWS, seed: int 
         gallery.path.unlink()  # written anew: the people and the embedder may have changed
     embedder = FaceEmbedder()
     try:
-        for index, (name, identity) in enumerate(staff().items()):
+        for index, (name, identity) in enumerate(staff(people).items()):
             crops = enrolment_crops(identity, views, seed + index)
             for view, crop in enumerate(crops):
                 Image.fromarray(crop).save(folder / f"{name.lower()}-{view + 1}.png")

@@ -102,10 +102,9 @@ class FacesTask(Task[FacesConfig]):
         assert config.model is not None and config.detector is not None
         load_manifest(config.detector)
         match_threshold(config, load_manifest(config.model))
-        if config.gallery is not None:
-            open_gallery(config, Path(".")).load()
-        else:
-            load_key(config.key_file)  # the state dir is not known here; the key at least must be usable
+        key = load_key(config.key_file)
+        if config.gallery is not None:  # the default one lies in the state dir, which is not known here
+            Gallery(config.gallery, key).load()
 
     def models(self) -> list[ModelRef]:
         return list(self.refs)
@@ -126,7 +125,8 @@ class FacesTask(Task[FacesConfig]):
                 if track.decided:
                     continue
                 track.add_embedding(embedding)
-                camera.crops[track_id] = crop
+                if self.config.attach_face:  # kept for the decision's attachment only
+                    camera.crops[track_id] = crop
                 decision = self.policy.ready(track)
                 if decision is not None:
                     drafts.append(self._decide(item.sensor_id, camera, track, decision, item.timestamp_ns))
@@ -187,13 +187,16 @@ class FacesTask(Task[FacesConfig]):
 
     def tick(self, now_ns: int) -> list[EventDraft]:
         """Cameras unseen for ``retention_s`` have their tracks decided and forgotten."""
-        stale = [sensor for sensor, camera in self.cameras.items()
-                 if time.monotonic() - camera.last_seen > self.config.retention_s]
-        drafts: list[EventDraft] = []
-        for sensor in stale:
-            camera = self.cameras.pop(sensor)
-            drafts += self._end(sensor, camera, camera.tracker.finish(), camera.last_frame_ns)
-        return drafts
+        now = time.monotonic()
+        stale = [sensor for sensor, camera in self.cameras.items() if now - camera.last_seen > self.config.retention_s]
+        return [draft for sensor in stale for draft in self.finish_camera(sensor)]
+
+    def finish_camera(self, sensor: str) -> list[EventDraft]:
+        """Decide the camera's open tracks now and forget the camera (its stream stopped)."""
+        camera = self.cameras.pop(sensor, None)
+        if camera is None:
+            return []
+        return self._end(sensor, camera, camera.tracker.finish(), camera.last_frame_ns)
 
     def forget(self, sensor: str) -> None:
         self.cameras.pop(sensor, None)

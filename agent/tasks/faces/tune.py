@@ -18,28 +18,29 @@ import numpy as np
 import structlog
 import yaml
 
-import sensors.simulate.entrance as entrance
 from agent.tasks.base import TaskContext
 from agent.tasks.faces.config import FacesConfig
 from agent.tasks.faces.demo_gallery import VIEWS, write_demo_gallery
 from agent.tasks.faces.task import FacesTask
 from models.runtime import load_model
-from sensors.simulate.faces import sample_identities
+from sensors.simulate.entrance import entrance_stream
+from sensors.simulate.faces import Identity, sample_identities
 
 MANIFEST = Path(__file__).resolve().parents[3] / "models" / "faces" / "manifest.yaml"
 
 
-def track_scores(task: FacesTask, staff_share: float, seeds: range, frames: int = 60) -> list[float]:
+def track_scores(task: FacesTask, people: list[Identity], staff_share: float, seeds: range,
+                 frames: int = 60) -> list[float]:
     """The closest-person similarity of every track decision on cameras with this share of staff visits."""
     scores = []
     for seed in seeds:
         sensor = f"door-{seed}"
         drafts = []
-        for message in entrance.entrance_stream(sensor, seed, 1.0, staff_share, 0, frames_per_visit=6):
+        for message in entrance_stream(sensor, seed, 1.0, staff_share, 0, frames_per_visit=6, people=people):
             if message.seq >= frames:
                 break
             drafts += task.process(message)
-        drafts += task._end(sensor, task.cameras[sensor], task.cameras[sensor].tracker.finish(), 0)
+        drafts += task.finish_camera(sensor)
         scores += [float(draft.score) for draft in drafts if draft.score is not None]
     return scores
 
@@ -49,14 +50,14 @@ def main() -> None:
     parser.add_argument("--visitor-rate", type=float, default=0.1, help="visitor tracks matched, at most")
     parser.add_argument("--write", action="store_true", help="write the threshold into the embedder manifest")
     args = parser.parse_args()
-    validation = sample_identities(880, 21)[800:880]
-    entrance.held_out_identities = lambda: list(validation)  # staff and visitors from the validation split
+    validation = sample_identities(880, 21)[800:880]  # staff and visitors from the validation split
     folder = Path(tempfile.mkdtemp(prefix="faces-tune-"))
-    write_demo_gallery(folder, views=VIEWS)
+    write_demo_gallery(folder, views=VIEWS, people=validation)
     context = TaskContext("tune", folder, load_model, structlog.get_logger("tune"))
     task = FacesTask(FacesConfig(enabled=True, gallery=folder, key_file=folder / "demo.key", match_similarity=0.0),
                      context)
-    staff, visitors = track_scores(task, 1.0, range(101, 109)), track_scores(task, 0.0, range(201, 209))
+    staff = track_scores(task, validation, 1.0, range(101, 109))
+    visitors = track_scores(task, validation, 0.0, range(201, 209))
     task.close()
     cuts = np.round(np.arange(0.3, 0.9, 0.025), 3)
     chosen = next(float(c) for c in cuts if np.mean(np.asarray(visitors) >= c) <= args.visitor_rate)
