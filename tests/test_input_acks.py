@@ -181,6 +181,36 @@ class TestWindowAcks:
         finally:
             worker.drain(time.monotonic() + 5)
 
+    def test_chunks_held_behind_a_gap_that_never_fills_go_on_at_the_next_tick(self, tmp_path: Path) -> None:
+        """Chunks 5-11 wait for chunk 4, which never comes and nothing follows: the worker's tick declares the gap
+        once they waited the reorder timeout, window [8, 12) is cut and every chunk is acknowledged."""
+        class Starts(Task):
+            name: ClassVar[str] = "starts"
+            kinds: ClassVar[frozenset[Kind]] = frozenset({Kind.VIBRATION})
+            config_type: ClassVar[type[TaskConfig]] = TaskConfig
+            seen: ClassVar[list[int]] = []
+
+            def process(self, item: SensorMessage | Window) -> list[EventDraft]:
+                self.seen.append(item.start_ns)
+                return []
+
+            def models(self) -> list[ModelRef]:
+                return []
+
+        context = TaskContext("edge-1", tmp_path, load_model, structlog.get_logger())
+        acked: list[int] = []
+        worker = TaskWorker(Starts(TaskConfig(), context), Stats(), lambda *a: None, lambda *a, **k: None)
+        try:
+            worker.offer(chunk(0, acked))
+            wait_until(lambda: worker.windowers.get("s1") is not None)
+            worker.windowers["s1"].reorder.timeout_s = 0.2  # type: ignore[union-attr]
+            for seq in (1, 2, 3, 5, 6, 7, 8, 9, 10, 11):
+                worker.offer(chunk(seq, acked))
+            wait_until(lambda: len(acked) == 11, 10, 0.05, f"acknowledged: {acked}")
+            assert Starts.seen == [10**18, 10**18 + 8 * 250 * 10**6]
+        finally:
+            worker.drain(time.monotonic() + 5)
+
 BASE_NS = 1_700_000_000_000_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 CHUNKS_PER_WINDOW = 4  # 250-sample chunks at 1 kHz, 1 s windows
