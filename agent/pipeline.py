@@ -27,7 +27,7 @@ from agent.events import ClockJump, EventDraft, InputRejected
 from agent.quarantine import Quarantine
 from agent.stats import DEFAULT_MAX_SENSORS, BoundedMap, Stats
 from agent.tasks.base import RejectedInput, Task
-from agent.windowing import Window, Windower
+from agent.windowing import StreamBreak, Window, Windower
 from sensors.sources import Ack
 from sensors.wire import SensorMessage, SensorWireError, WireError, decode
 
@@ -165,6 +165,7 @@ class TaskWorker:
                         message.ack()
                 if time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
+                    self._expire_reordering()
                     self._run(lambda: self.task.tick(time.time_ns()))
 
     def _handle(self, message: SensorMessage) -> None:
@@ -182,23 +183,42 @@ class TaskWorker:
         else:
             windower = self.windowers.touch(sensor)
             if windower is None:
-                windower = self.windowers[sensor] = Windower(self.task.config.window_s, self.task.config.hop_s)
+                config = self.task.config
+                windower = self.windowers[sensor] = Windower(config.window_s, config.hop_s, config.reorder_chunks)
             try:
                 windows, stream_break = windower.feed(message)
             except RejectedInput as error:
                 self._rejected(sensor, str(error), message.timestamp_ns, message.seq)
                 message.ack()
                 return
-            if stream_break is not None:
-                log.info("stream restarted", task=self.name, sensor=sensor, reason=stream_break.reason,
-                         seq=message.seq, missing=stream_break.missing)
-            for window in windows:
-                self._run(lambda w=window: self.task.process(w), message, window)  # type: ignore[misc]
-            windower.acknowledge()  # chunks whose every window is done (or that a break discarded)
+            self._windows(windower, windows, stream_break, message)
         with self.stats.lock:
             entry = self.stats.tasks[self.name]
             entry.processed += 1
             entry.observe(time.monotonic() - received)
+
+    def _windows(self, windower: Windower, windows: list[Window], stream_break: StreamBreak | None,
+                 message: SensorMessage) -> None:
+        """Run the task on the windows a chunk (or chunks held for reordering) completed, then release input."""
+        if stream_break is not None:
+            log.info("stream restarted", task=self.name, sensor=message.sensor_id, reason=stream_break.reason,
+                     seq=message.seq, missing=stream_break.missing)
+        for window in windows:
+            self._run(lambda w=window: self.task.process(w), message, window)  # type: ignore[misc]
+        windower.acknowledge()  # chunks whose every window is done (or that a break discarded)
+
+    def _expire_reordering(self) -> None:
+        """Chunks held ahead of a gap that stayed open too long go on, the gap declared (called every tick)."""
+        for windower in list(self.windowers.values()):
+            if windower is None or not windower.reorder:
+                continue
+            try:
+                windows, stream_break, last = windower.expire()
+            except Exception:  # a bug: the windower keeps its state; its input is acknowledged on discard
+                log.exception("expiring held chunks failed", task=self.name)
+                continue
+            if last is not None:
+                self._windows(windower, windows, stream_break, last)
 
     def _run(self, call: Callable[[], list[EventDraft]], message: SensorMessage | None = None,
              window: Window | None = None) -> None:
@@ -270,6 +290,9 @@ class TaskWorker:
             if (old.config.window_s, old.config.hop_s) != (task.config.window_s, task.config.hop_s):
                 for sensor in list(self.windowers):
                     self._drop_windower(sensor)
+            for windower in self.windowers.values():
+                if windower is not None:
+                    windower.reorder.max_chunks = task.config.reorder_chunks  # more than that held: the next feed
         return old
 
     def ensure_running(self) -> bool:

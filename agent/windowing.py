@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.reorder import DEFAULT_REORDER_CHUNKS, ReorderBuffer
 from sensors.errors import RejectedInput
 from sensors.wire import Kind, SensorMessage
 
@@ -61,9 +62,16 @@ class Windower:
     back to exactly the parked window's next sequence number, the repeated input is dropped and the parked
     window continues.  The parked window is dropped (its chunks acknowledged) once the stream passes that
     number or its time moves past the parked window's (a publisher restart, whose clock goes on).
+
+    Chunks that arrive ahead of the next expected sequence number (of the stream, or of a parked window), at
+    most ``reorder_chunks`` ahead, wait in a bounded :class:`~agent.reorder.ReorderBuffer` and are fed in
+    sequence order once the gap fills: a sensor's client that sends its unacknowledged chunks again after a
+    broker restart may send a later one first.  When the buffer is full, or a gap stays open for
+    :data:`~agent.reorder.REORDER_TIMEOUT_S` (:meth:`expire`), the gap is declared as above and the stream
+    goes on.  ``reorder_chunks=0`` feeds every chunk as it comes.
     """
 
-    def __init__(self, window_s: float, hop_s: float) -> None:
+    def __init__(self, window_s: float, hop_s: float, reorder_chunks: int = DEFAULT_REORDER_CHUNKS) -> None:
         self.window_s = window_s
         self.hop_s = hop_s
         self.buffer: np.ndarray | None = None
@@ -78,14 +86,76 @@ class Windower:
         self.last_ns = 0  # time of the newest chunk fed
         self.parked: dict[str, Any] | None = None  # the state before a step back into older input
         self.resumed = 0  # parked windows continued after input delivered again
+        self.reorder = ReorderBuffer(reorder_chunks)
 
     def feed(self, message: SensorMessage) -> tuple[list[Window], StreamBreak | None]:
-        """Add a chunk; returns the completed windows and any break detected before it."""
-        chunk = message.samples.astype(np.float32, copy=False)
-        values = round(self.window_s * message.sample_rate) * chunk.shape[1]
+        """Add a chunk; returns the completed windows and any break detected before them.
+
+        A chunk ahead of a gap is held (no windows yet); one that fills a gap is fed with those held behind it.
+        """
+        values = round(self.window_s * message.sample_rate) * message.samples.shape[1]
         if values > MAX_WINDOW_VALUES:  # refused before anything is buffered
-            raise RejectedInput(f"a {self.window_s} s window at {message.sample_rate} Hz x {chunk.shape[1]} "
-                                f"channels would hold {values} values, more than {MAX_WINDOW_VALUES}")
+            raise RejectedInput(f"a {self.window_s} s window at {message.sample_rate} Hz x "
+                                f"{message.samples.shape[1]} channels would hold {values} values, "
+                                f"more than {MAX_WINDOW_VALUES}")
+        windows: list[Window] = []
+        breaks: list[StreamBreak] = []
+        if self._holds(message):
+            self.reorder.hold(message)
+        else:
+            while (lowest := self.reorder.lowest()) is not None and lowest < message.seq:
+                self._take(self.reorder.take_lowest(), windows, breaks)  # far ahead: the held ones go first
+                self._release(windows, breaks)
+            self._take(message, windows, breaks)
+        self._release(windows, breaks)
+        while self.reorder.over():  # full: the lowest held chunk goes on without its gap filled
+            self._take(self.reorder.take_lowest(), windows, breaks)
+            self._release(windows, breaks)
+        return windows, _merged(breaks)
+
+    def expire(self, now: float | None = None) -> tuple[list[Window], StreamBreak | None, SensorMessage | None]:
+        """Feed the held chunks, declaring their gaps, if the oldest waited too long; returns the windows cut,
+        the breaks, and the last chunk fed (None when nothing had waited long enough)."""
+        windows: list[Window] = []
+        breaks: list[StreamBreak] = []
+        last = None
+        if self.reorder.expired(now):
+            last = self.reorder.chunks[max(self.reorder.chunks)]  # all go, in order: this one last
+            while self.reorder:
+                self._take(self.reorder.take_lowest(), windows, breaks)
+                self._release(windows, breaks)
+        return windows, _merged(breaks), last
+
+    def _holds(self, message: SensorMessage) -> bool:
+        """Whether a chunk waits in the reorder buffer: close ahead of the stream's or a parked window's next."""
+        if self.next_seq is None or not self.reorder.max_chunks:
+            return False
+        expected = [self.next_seq]
+        if self.parked is not None:
+            if message.seq == self.parked["next_seq"]:
+                return False  # the parked window's own next chunk: it resumes now
+            expected.append(self.parked["next_seq"])
+        return self.reorder.ahead(message.seq, expected)
+
+    def _release(self, windows: list[Window], breaks: list[StreamBreak]) -> None:
+        """Feed the held chunks that now come next, in sequence order."""
+        while self.reorder and self.next_seq is not None:
+            message = self.reorder.take(self.next_seq)
+            if message is None and self.parked is not None:
+                message = self.reorder.take(self.parked["next_seq"])
+            if message is None:
+                return
+            self._take(message, windows, breaks)
+
+    def _take(self, message: SensorMessage, windows: list[Window], breaks: list[StreamBreak]) -> None:
+        cut, stream_break = self._feed(message)
+        windows += cut
+        if stream_break is not None:
+            breaks.append(stream_break)
+
+    def _feed(self, message: SensorMessage) -> tuple[list[Window], StreamBreak | None]:
+        """Add one chunk, in the order given; returns the completed windows and any break detected before it."""
+        chunk = message.samples.astype(np.float32, copy=False)
         if self.parked is not None:
             if message.seq == self.parked["next_seq"] and message.seq != self.next_seq:
                 self._resume()  # back where the stream was: what came in between was input delivered again
@@ -202,7 +272,15 @@ class Windower:
         a failure on its input, the sensor forgotten), so nothing will ever cut those windows."""
         self.discard_held()
         self._drop_parked()
+        self.reorder.discard()
 
     def discard_held(self) -> None:
         while self.held:
             self.held.popleft()[1]()
+
+
+def _merged(breaks: list[StreamBreak]) -> StreamBreak | None:
+    """One break for several chunks fed at once: the reasons joined, the missing chunks added up."""
+    if len(breaks) <= 1:
+        return breaks[0] if breaks else None
+    return StreamBreak("; ".join(b.reason for b in breaks), sum(b.missing for b in breaks))

@@ -27,7 +27,7 @@ def unit(module: str) -> str:
             return f"agent.tasks.{parts[2]}"
         if parts[1:2] in (["cli"], ["commands"]):
             return "agent.cli"
-        return "agent task API" if parts[1:2] in (["tasks"], ["events"], ["windowing"]) else "agent core"
+        return "agent task API" if parts[1:2] in (["tasks"], ["events"], ["windowing"], ["reorder"]) else "agent core"
     if parts[0] == "models":
         if len(parts) < 2 or parts[1] == "runtime":
             return "models.runtime"

@@ -102,14 +102,15 @@ class TestWindowAcks:
         assert acked == [0, 1, 2, 3]
 
     def test_a_break_releases_the_discarded_partial_window(self) -> None:
-        """Chunks thrown away by a sequence gap are done with (the gap is counted); the new ones wait."""
+        """Chunks thrown away by a sequence gap are done with (the gap is counted); the new ones wait. (Chunk 20 is
+        beyond the reorder bound, so the gap is declared at once; a closer one would first wait for the gap to fill.)"""
         acked: list[int] = []
         windower = Windower(1.0, 1.0)
         windower.feed(chunk(0, acked))
         windower.feed(chunk(1, acked))
         windower.acknowledge()
         assert acked == []
-        windower.feed(chunk(8, acked))
+        windower.feed(chunk(20, acked))
         windower.acknowledge()
         assert acked == [0, 1]
 
@@ -177,6 +178,36 @@ class TestWindowAcks:
             assert acked == []  # half a window: held
             worker.swap(Quiet(TaskConfig(window_s=2.0, hop_s=2.0), context))
             assert acked == [0, 1]
+        finally:
+            worker.drain(time.monotonic() + 5)
+
+    def test_chunks_held_behind_a_gap_that_never_fills_go_on_at_the_next_tick(self, tmp_path: Path) -> None:
+        """Chunks 5-11 wait for chunk 4, which never comes and nothing follows: the worker's tick declares the gap
+        once they waited the reorder timeout, window [8, 12) is cut and every chunk is acknowledged."""
+        class Starts(Task):
+            name: ClassVar[str] = "starts"
+            kinds: ClassVar[frozenset[Kind]] = frozenset({Kind.VIBRATION})
+            config_type: ClassVar[type[TaskConfig]] = TaskConfig
+            seen: ClassVar[list[int]] = []
+
+            def process(self, item: SensorMessage | Window) -> list[EventDraft]:
+                self.seen.append(item.start_ns)
+                return []
+
+            def models(self) -> list[ModelRef]:
+                return []
+
+        context = TaskContext("edge-1", tmp_path, load_model, structlog.get_logger())
+        acked: list[int] = []
+        worker = TaskWorker(Starts(TaskConfig(), context), Stats(), lambda *a: None, lambda *a, **k: None)
+        try:
+            worker.offer(chunk(0, acked))
+            wait_until(lambda: worker.windowers.get("s1") is not None)
+            worker.windowers["s1"].reorder.timeout_s = 0.2  # type: ignore[union-attr]
+            for seq in (1, 2, 3, 5, 6, 7, 8, 9, 10, 11):
+                worker.offer(chunk(seq, acked))
+            wait_until(lambda: len(acked) == 11, 10, 0.05, f"acknowledged: {acked}")
+            assert Starts.seen == [10**18, 10**18 + 8 * 250 * 10**6]
         finally:
             worker.drain(time.monotonic() + 5)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import random
 import time
 from pathlib import Path
 
@@ -54,8 +55,9 @@ class TestWindower:
         assert got == expected
 
     def test_sequence_gap_restarts_the_window(self) -> None:
-        """A missing chunk is reported and no window spans the hole."""
-        windower = Windower(0.2, 0.2)
+        """A missing chunk is reported and no window spans the hole (at once when no chunk is held for
+        reordering; TestReordering shows the gap declared once the reorder buffer gives up)."""
+        windower = Windower(0.2, 0.2, reorder_chunks=0)
         windower.feed(chunk(0))
         windows, stream_break = windower.feed(chunk(2))
         assert stream_break is not None and stream_break.missing == 1 and "gap" in stream_break.reason
@@ -96,6 +98,111 @@ class TestWindower:
         windows, stream_break = windower.feed(chunk(1, samples=100, rate=2000.0))
         assert stream_break is not None and "sample rate changed" in stream_break.reason
         assert len(windows) == 0 and windower.rate == 2000.0
+
+
+def starts_of(windower: Windower, seqs: list[int]) -> tuple[list[int], list[str]]:
+    """The first sample of every window cut from these chunks in this order, and the breaks reported."""
+    firsts, breaks = [], []
+    for seq in seqs:
+        windows, stream_break = windower.feed(chunk(seq))
+        firsts += [int(w.samples[0, 0]) for w in windows]
+        breaks += [stream_break.reason] if stream_break is not None else []
+    return firsts, breaks
+
+
+class TestReordering:
+    def test_a_chunk_ahead_of_a_gap_waits_for_it(self) -> None:
+        """Chunk 3 before chunk 2: it is held, and both are fed in order when 2 comes; no gap, same windows."""
+        assert starts_of(Windower(0.2, 0.2), [0, 1, 3, 2, 4, 5]) == ([0, 200, 400], [])
+        windower = Windower(0.2, 0.2)
+        assert windower.feed(chunk(0))[0] == [] and windower.feed(chunk(2)) == ([], None)
+        assert len(windower.reorder) == 1
+        windows, stream_break = windower.feed(chunk(1))
+        assert [int(w.samples[0, 0]) for w in windows] == [0] and stream_break is None
+        assert windower.reorder.released == 1 and not windower.reorder
+
+    def test_a_gap_never_filled_is_declared_when_the_buffer_is_full(self) -> None:
+        """With two chunks held behind a gap the third goes over the bound: the gap is declared (as without
+        reordering) and the stream goes on with the held chunks, in order."""
+        windower = Windower(0.2, 0.2, reorder_chunks=2)
+        windower.feed(chunk(0))
+        assert windower.feed(chunk(2)) == ([], None) and windower.feed(chunk(3)) == ([], None)
+        windows, stream_break = windower.feed(chunk(4))
+        assert stream_break is not None and stream_break.missing == 1 and "gap" in stream_break.reason
+        assert [int(w.samples[0, 0]) for w in windows] == [200] and windower.reorder.declared == 1
+        assert not windower.reorder and windower.next_seq == 5
+
+    def test_a_chunk_far_ahead_is_a_gap_at_once(self) -> None:
+        """A jump beyond the bound is not held; chunks held before it are fed first, in order."""
+        windower = Windower(0.2, 0.2, reorder_chunks=3)
+        firsts, breaks = starts_of(windower, [0, 2, 10, 11])
+        assert firsts == [1000] and len(breaks) == 1 and "expected 1, got 2" in breaks[0]
+        assert "expected 3, got 10" in breaks[0] and not windower.reorder
+        assert starts_of(Windower(0.2, 0.2, reorder_chunks=0), [0, 2, 1]) == (
+            [], ["sequence gap: expected 1, got 2", "sequence went back from 2 to 1"])
+
+    def test_a_gap_left_open_too_long_is_declared(self) -> None:
+        """A held chunk whose gap stays open past the timeout is fed on expire(), the gap declared."""
+        acked: list[int] = []
+        windower = Windower(0.2, 0.2)
+        for seq in (0, 2, 3):
+            windower.feed(dataclasses.replace(chunk(seq), ack=functools.partial(acked.append, seq)))
+        since = windower.reorder.since
+        assert since is not None and windower.expire(since + 0.5) == ([], None, None)
+        windows, stream_break, last = windower.expire(since + 60)
+        assert [int(w.samples[0, 0]) for w in windows] == [200] and stream_break is not None
+        assert stream_break.missing == 1 and last is not None and last.seq == 3
+        windower.acknowledge()
+        assert acked == [0, 2, 3] and not windower.reorder
+
+    def test_held_chunks_are_acknowledged_only_once_used(self) -> None:
+        """A chunk held for reordering is not acknowledged; a copy of it sent again is (dropped); discarding the
+        windower acknowledges what it still holds."""
+        acked: list[int] = []
+        windower = Windower(0.2, 0.2)
+        message = dataclasses.replace(chunk(0), ack=functools.partial(acked.append, 0))
+        windower.feed(message)
+        for copy in range(2):
+            windower.feed(dataclasses.replace(chunk(2), ack=functools.partial(acked.append, 20 + copy)))
+            windower.acknowledge()
+        assert acked == [21] and windower.reorder.duplicates == 1
+        windower.discard()
+        assert sorted(acked) == [0, 20, 21]
+
+    def test_a_parked_window_survives_a_later_chunk_sent_first(self) -> None:
+        """The soak's broker_kill loss: window [4, 8) holds chunk 4 when a broker restored from an older save
+        sends 0-2 again (the window is parked); then the sensors' client sends 6 again before 5. Chunk 6 waits,
+        chunk 5 resumes the parked window, and window [4, 8) is cut with chunk 7."""
+        windower = Windower(0.4, 0.4)
+        firsts, _ = starts_of(windower, [0, 1, 2, 3, 4, 0, 1, 2, 6, 5, 7])
+        assert firsts == [0, 400] and windower.resumed == 1
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.integers(1, 8), st.lists(st.integers(1, 9), min_size=1, max_size=12), st.randoms(use_true_random=False),
+           st.sampled_from([(0.4, 0.4), (0.4, 0.2), (0.3, 0.5)]))
+    def test_any_order_within_the_bound_cuts_the_windows_of_in_order_delivery(
+            self, bound: int, blocks: list[int], rng: random.Random, shape: tuple[float, float]) -> None:
+        """Chunks shuffled within blocks of at most bound + 1 (so never more than bound held, nor any more
+        than bound ahead) give the windows of in-order delivery, no break, and every chunk acknowledged."""
+        order = [0]  # the first chunk starts the stream
+        for size in blocks:
+            block = list(range(len(order), len(order) + min(size, bound + 1)))
+            rng.shuffle(block)
+            order += block
+        acked: list[int] = []
+        windower = Windower(*shape, reorder_chunks=bound)
+        got: list[tuple[int, int]] = []
+        for seq in order:
+            windows, stream_break = windower.feed(dataclasses.replace(chunk(seq), ack=functools.partial(acked.append,
+                                                                                                         seq)))
+            windower.acknowledge()
+            assert stream_break is None
+            got += [(w.start_ns, int(w.samples[0, 0])) for w in windows]
+        reference = Windower(*shape)
+        expected = [(w.start_ns, int(w.samples[0, 0])) for seq in sorted(order) for w in reference.feed(chunk(seq))[0]]
+        assert got == expected and not windower.reorder
+        windower.discard()
+        assert sorted(acked) == sorted(order)
 
 
 class TestOverloadPolicy:

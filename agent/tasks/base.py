@@ -27,6 +27,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.events import EventBody, EventDraft, ModelRef
+from agent.reorder import DEFAULT_REORDER_CHUNKS
 from agent.windowing import Window
 
 if TYPE_CHECKING:
@@ -71,6 +72,9 @@ class TaskConfig(BaseModel):
     queue_size: int = Field(default=64, ge=1, le=100_000, description="bounded input queue length")
     window_s: float = Field(default=1.0, gt=0, le=3600, description="window length for continuous streams")
     hop_s: float = Field(default=1.0, gt=0, le=3600, description="hop between windows for continuous streams")
+    reorder_chunks: int = Field(default=DEFAULT_REORDER_CHUNKS, ge=0, le=64,
+                                description="chunks of a continuous stream held while they arrive ahead of a "
+                                            "sequence gap, fed in order once it fills (0: none held)")
 
     def model_paths(self) -> dict[str, Path]:
         """Every model manifest this config names, by field name (fields annotated ``ModelPath``)."""
