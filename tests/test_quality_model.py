@@ -58,11 +58,13 @@ class TestTraining:
         path = export_onnx(net.eval(), tmp_path / "model.onnx", tile=64)
         tiles = np.random.default_rng(1).normal(size=(5, 1, 64, 64)).astype(np.float32)
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        onnx_tile, onnx_cells = session.run(list(OUTPUT_NAMES), {INPUT_NAME: tiles})
+        onnx_tile, onnx_cells, onnx_features = session.run(list(OUTPUT_NAMES), {INPUT_NAME: tiles})
         with torch.no_grad():
-            torch_tile, torch_cells = Probabilities(net.eval())(torch.from_numpy(tiles))
+            torch_tile, torch_cells, torch_features = Probabilities(net.eval())(torch.from_numpy(tiles))
         np.testing.assert_allclose(onnx_tile, torch_tile.numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(onnx_cells, torch_cells.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(onnx_features, torch_features.numpy(), rtol=1e-4, atol=1e-5)
+        assert onnx_features.shape == (5, net.backbone.width, 8, 8)
         np.testing.assert_allclose(onnx_tile, onnx_cells.reshape(5, -1).max(axis=1), rtol=1e-6)
 
     def test_training_is_reproducible_from_the_seed(self, sampler: CropSampler) -> None:

@@ -12,7 +12,7 @@ from models.quality.network import Probabilities, TileNet
 from models.quality.runtime.tiling import RunTiles
 
 INPUT_NAME = "tiles"
-OUTPUT_NAMES = ("tile_prob", "cell_prob")
+OUTPUT_NAMES = ("tile_prob", "cell_prob", "cell_features")
 
 
 class ExportMismatch(RuntimeError):
@@ -54,6 +54,29 @@ def check_export(net: TileNet, path: str | Path, tiles: np.ndarray, rtol: float 
     return worst
 
 
+def expose_features(path: str | Path) -> Path:
+    """Add the head's input as the ``cell_features`` output of a model exported before it had one.
+
+    Model 1.0.0 was exported with two outputs; this makes its file what :func:`export_onnx` writes
+    today without retraining (same weights, same two outputs).
+    """
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    graph = model.graph
+    if any(output.name == OUTPUT_NAMES[2] for output in graph.output):
+        return path
+    head = next(node for node in graph.node if node.op_type == "Conv" and node.output[0]
+                in {n.input[0] for n in graph.node if n.op_type == "Gather"})
+    graph.node.append(onnx.helper.make_node("Identity", [head.input[0]], [OUTPUT_NAMES[2]]))
+    graph.output.append(onnx.helper.make_tensor_value_info(
+        OUTPUT_NAMES[2], onnx.TensorProto.FLOAT, ["batch", None, None, None]))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def onnx_runner(path: str | Path, threads: int = 1) -> RunTiles:
     """A tiles -> (tile_prob, cell_prob) function backed by an ONNX Runtime session."""
     import onnxruntime as ort
@@ -64,7 +87,7 @@ def onnx_runner(path: str | Path, threads: int = 1) -> RunTiles:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tile_prob, cell_prob = session.run(list(OUTPUT_NAMES), {INPUT_NAME: tiles})
+        tile_prob, cell_prob = session.run(list(OUTPUT_NAMES[:2]), {INPUT_NAME: tiles})
         return tile_prob, cell_prob
 
     return run

@@ -70,15 +70,20 @@ class TileNet(nn.Module):
 
 
 class Probabilities(nn.Module):
-    """The exported graph: tile defect probability (N,) and cell probabilities (N, g, g)."""
+    """The exported graph: tile defect probability (N,), cell probabilities (N, g, g) and cell features.
+
+    The features (N, C, g, g) are the backbone's output under the head: a station's normal model
+    (``models/quality/runtime/station.py``) learns them from the station's own good parts.
+    """
 
     def __init__(self, net: TileNet) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tile, cells = self.net(tiles)
-        return torch.sigmoid(tile), torch.sigmoid(cells)
+    def forward(self, tiles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.net.backbone(tiles)
+        cells = self.net.head(features)[:, 0]
+        return torch.sigmoid(cells.flatten(1).amax(dim=1)), torch.sigmoid(cells), features
 
 
 class ShapeNet(nn.Module):

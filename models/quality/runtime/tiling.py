@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: runs a (N, 1, T, T) tile batch through the model: (tile probabilities (N,), cell probabilities (N, g, g))
-RunTiles = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: runs a (N, 1, T, T) tile batch through the model: (tile probabilities (N,), cell probabilities (N, g, g)),
+#: optionally followed by the cell features (N, C, g, g) a station's normal model needs
+RunTiles = Callable[[np.ndarray], tuple[np.ndarray, ...]]
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,16 @@ def pad_to(image: np.ndarray, size: int) -> np.ndarray:
 def infer(run: RunTiles, image: np.ndarray, geometry: TileGeometry, batch: int = 128) -> Inference:
     """Tiled inference on one grayscale frame: frame score (max over tiles), heat map, tile scores."""
     tiles, ys, xs = geometry.tiles(image)
-    scores, grids = [], []
+    scores, grids, features = [], [], []
     for start in range(0, len(tiles), batch):
-        tile_prob, cell_prob = run(tiles[start : start + batch])
+        tile_prob, cell_prob, *rest = run(tiles[start : start + batch])
         scores.append(tile_prob.reshape(-1))
         grids.append(cell_prob)
+        features.extend(rest[:1])
     tile_scores = np.concatenate(scores)
     heat = geometry.heatmap(np.concatenate(grids), ys, xs, image.shape[:2])
-    return Inference(float(tile_scores.max()), heat, tile_scores, ys, xs)
+    return Inference(float(tile_scores.max()), heat, tile_scores, ys, xs,
+                     np.concatenate(features) if features else None)
 
 
 @dataclass(frozen=True)
@@ -105,3 +108,4 @@ class Inference:
     tile_scores: np.ndarray
     ys: np.ndarray
     xs: np.ndarray
+    features: np.ndarray | None = None  # (tiles, C, g, g) when the model gives cell features
