@@ -1,7 +1,11 @@
 """Synthetic inspection data: camera frames of tube parts with defects, masks, splits and label noise.
 
 Every frame is a pure function of (seed, split, index): ``PartGenerator(seed).part(split, i)``
-renders the same pixels on every machine.  Whether a part is defective (and whether its
+renders the same pixels on every machine.  ``conditions="broad"`` (the default) draws poses up
+to +-30 deg, strong bends, cut ends, parts across the frame border, backlit and dark-field
+lighting (about half each), blur, exposure, noise, JPEG, dust and specular glints;
+``conditions="narrow"`` renders exactly the frames of the 1.0 generator (backlit, +-10 deg,
+the tube always spanning the frame).  Whether a part is defective (and whether its
 human label is wrong) is drawn from a separate random stream, so samplers can ask for
 labels without rendering.  The held-out splits ("test", "demo") also draw defect sizes and
 shapes that the training distribution never shows; only "train" carries label noise.
@@ -15,8 +19,9 @@ from functools import cache
 import numpy as np
 
 from sensors.simulate import tube as render
-from sensors.simulate.tube import DEFECT_KINDS, HEIGHT, WIDTH, Kink, Patch, Tube
+from sensors.simulate.tube import DEFECT_KINDS, HEIGHT, WIDTH, Kink, Patch, Scene, Tube
 
+CONDITIONS = ("broad", "narrow")
 SPLITS = {"train": 0, "val": 1, "test": 2, "demo": 3}
 HELD_OUT = frozenset({"test", "demo"})
 SIZE_BUCKETS = ((0, 6, "tiny <6px"), (6, 15, "small 6-15px"), (15, 40, "medium 15-40px"),
@@ -57,7 +62,8 @@ class Part:
     defects: list[Defect] = field(default_factory=list)
     label: bool = False  # what the labeller said: True = defective
     annotation: np.ndarray | None = None  # the labeller's painted region (== mask unless noisy)
-    nuisances: list[tuple[int, int]] = field(default_factory=list)  # (y, x) of dust specks: not defects
+    nuisances: list[tuple[int, int]] = field(default_factory=list)  # (y, x) of dust specks, glints: not defects
+    scene: Scene | None = None  # imaging conditions (lighting, pose, cut ends, border, blur, JPEG)
 
     @property
     def defective(self) -> bool:
@@ -117,6 +123,10 @@ def visible_along(tube: Tube, margin: float) -> tuple[float, float]:
 def place(rng: np.random.Generator, tube: Tube) -> tuple[float, float, float]:
     """A random (along, y, x) on the part, away from the walls and the frame border."""
     low, high = visible_along(tube, 40)
+    if tube.ends is not None:
+        low, high = max(low, tube.ends[0] + 25), min(high, tube.ends[1] - 25)
+        if low >= high:
+            return 0.5 * (tube.ends[0] + tube.ends[1]), *tube.point(0.5 * (tube.ends[0] + tube.ends[1]), 0.0)
     for _ in range(50):
         along = rng.uniform(low, high)
         y, x = tube.point(along, rng.uniform(-0.7, 0.7))
@@ -153,10 +163,14 @@ def box_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 class PartGenerator:
     """Renders parts of every split deterministically from one seed."""
 
-    def __init__(self, seed: int = 0, defect_rate: float = 0.03, noise: LabelNoise = LabelNoise()) -> None:
+    def __init__(self, seed: int = 0, defect_rate: float = 0.03, noise: LabelNoise = LabelNoise(),
+                 conditions: str = "broad") -> None:
+        if conditions not in CONDITIONS:
+            raise ValueError(f"conditions must be one of {CONDITIONS}, not {conditions!r}")
         self.seed = seed
         self.defect_rate = defect_rate
         self.noise = noise
+        self.conditions = conditions
 
     def labels(self, split: str, index: int) -> tuple[bool, bool]:
         """(truly defective, human label) of a part, without rendering it."""
@@ -171,7 +185,12 @@ class PartGenerator:
         if defective is not None and defective != truth:
             truth, label = defective, defective
         rng = np.random.default_rng([self.seed, SPLITS[split], index, 1])
-        tube = render.random_tube(rng)
+        narrow = self.conditions == "narrow"
+        if narrow:
+            tube, border, cut, lighting = render.random_tube(rng), False, 0, "backlit"
+        else:
+            tube, border, cut = render.broad_tube(rng)
+            lighting = "darkfield" if rng.random() < 0.5 else "backlit"
         specs = [draw_spec(rng, split in HELD_OUT) for _ in range(rng.choice([1, 2, 3], p=[0.8, 0.15, 0.05]))]
         placed = []
         for spec in specs if truth else []:
@@ -180,33 +199,54 @@ class PartGenerator:
             tube.kinks.extend([kink] if kink else [])
             placed.append((spec, kink, y, x))
         ys, xs = full_grid()
-        transmission, highlight, inside = render.draw_tube(tube, ys, xs)
-        frame = render.backlight(rng, ys, xs) * transmission + highlight
+        if narrow:
+            transmission, highlight, inside = render.draw_tube(tube, ys, xs)
+            frame = render.backlight(rng, ys, xs) * transmission + highlight
+        else:
+            absorb, streak, inside = render.structure(tube, ys, xs)
+            if lighting == "backlit":
+                frame = (render.backlight(rng, ys, xs) * (1 - inside * np.clip(absorb, 0, 0.9))
+                         + inside * tube.highlight_gain * streak)
+            else:
+                frame = render.darkfield(rng, ys, xs, absorb, streak, inside, tube)
         mask = np.zeros((HEIGHT, WIDTH), dtype=bool)
-        defects = [self._draw(rng, tube, spec, kink, (y, x), (frame, inside, mask))
+        bright = None if narrow or lighting == "backlit" else rng
+        defects = [self._draw(rng, tube, spec, kink, (y, x), (frame, inside, mask), bright)
                    for spec, kink, y, x in placed]
         found = [defect for defect in defects if defect is not None]
-        nuisances = render.dust(rng, frame, inside)
-        image = render.finish(rng, frame)
+        if narrow:
+            nuisances = render.dust(rng, frame, inside)
+            image, blur, quality = render.finish(rng, frame), 0.0, None
+        else:
+            nuisances = render.broad_dust(rng, frame, inside, bright=lighting == "darkfield")
+            nuisances += render.glints(rng, tube, frame, inside, int(rng.poisson(1.2)))
+            image, blur, quality = render.finish_broad(rng, frame)
         if truth and not found:  # every defect fell off the frame: rare, the part is good after all
             label = label if split == "train" else False
         annotation = mask if label == bool(found) else self._wrong_annotation(rng, tube, label)
-        return Part(split, index, image, mask, found, label, annotation, nuisances)
+        scene = Scene(self.conditions, lighting, float(np.rad2deg(tube.angle)), cut, border, blur, quality)
+        return Part(split, index, image, mask, found, label, annotation, nuisances, scene)
 
     @staticmethod
     def _draw(rng: np.random.Generator, tube: Tube, spec: DefectSpec, kink: Kink | None,
-              at: tuple[float, float], canvas: tuple[np.ndarray, np.ndarray, np.ndarray]) -> Defect | None:
-        """Draw one defect into the frame of ``canvas`` (frame, inside, mask), add its pixels to the mask."""
+              at: tuple[float, float], canvas: tuple[np.ndarray, np.ndarray, np.ndarray],
+              bright: np.random.Generator | None = None) -> Defect | None:
+        """Draw one defect into the frame of ``canvas`` (frame, inside, mask), add its pixels to the mask.
+
+        ``bright`` (dark-field lighting; the random stream) makes patches scatter light: bright,
+        with a random gain; kinks glow through their crease and wall lines already."""
         frame, inside, mask = canvas
         own = np.zeros_like(mask)
         if kink is not None:  # already drawn with the tube; only its mask is missing
             y, x = tube.point(kink.along, 0.0)
             y0, x0, ys, xs = render.patch_grid(y, x, 3 * tube.radius)
             own[y0 : y0 + ys.shape[0], x0 : x0 + xs.shape[1]] = render.kink_mask(tube, kink, ys, xs)
+        gain = bright.uniform(1.0, 2.0) if bright is not None and kink is None else 1.0
         for patch in [] if kink else make_patches(rng, spec, *at):
             rows = slice(patch.y0, patch.y0 + patch.add.shape[0])
             cols = slice(patch.x0, patch.x0 + patch.add.shape[1])
-            frame[rows, cols] += patch.add * inside[rows, cols]
+            add = patch.add if bright is None else gain * np.abs(patch.add)
+            frame[rows, cols] += add * inside[rows, cols]
             own[rows, cols] |= patch.mask & (inside[rows, cols] > 0.5)
         box = box_of(own)
         if box is None:

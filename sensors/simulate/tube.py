@@ -1,17 +1,24 @@
-"""Procedural drawing of backlit, translucent tube parts and their defects (numpy only).
+"""Procedural drawing of translucent tube parts and their defects (numpy, Pillow for JPEG).
 
 The optics are deliberately simple but give the cues a real inspection camera sees:
 a bright backlight with a gradient and vignetting, a translucent tube whose walls and
 inner lumen show as darker lines (longer light path), a specular streak, faint dust
 on the backlight (not a part defect), focus blur and sensor noise.  Defects are drawn
 into small patches so that a frame renders in a few tens of milliseconds.
+
+The "broad" conditions (``broad_tube``, ``darkfield``, ``glints``, ``finish_broad``) add
+steep and curved poses, finite segments with cut ends, parts running across the frame
+border, dark-field lighting (dark background, glowing walls, defects scattering bright),
+specular glints, exposure/gain and JPEG compression.
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 HEIGHT, WIDTH = 480, 640
@@ -48,6 +55,7 @@ class Tube:
     highlight_gain: float
     highlight_px: float
     kinks: list[Kink] = field(default_factory=list)
+    ends: tuple[float, float] | None = None  # axis range of a finite segment (cut ends); None: spans the frame
 
     def coords(self, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Along-axis and across-axis coordinates (pixels) of image points."""
@@ -88,8 +96,8 @@ def coverage(t: np.ndarray, radius: np.ndarray) -> np.ndarray:
     return np.clip((1 - np.abs(t)) * radius + 0.5, 0.0, 1.0)
 
 
-def draw_tube(tube: Tube, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Transmission (multiplies the backlight) and additive highlight of the tube, plus coverage."""
+def structure(tube: Tube, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(absorption, specular streak, coverage) of the tube: walls, body, lumen, kink creases, cut ends."""
     along, t, radius = tube.relative(ys, xs)
     inside = coverage(t, radius)
     edge_px = (1 - np.abs(t)) * radius
@@ -99,9 +107,25 @@ def draw_tube(tube: Tube, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, n
     for kink in tube.kinks:
         crease = along - kink.along - kink.slope * t * radius
         absorb += kink.crease * np.exp(-((crease / 1.1) ** 2))
+    if tube.ends is not None:  # a cut end: the silhouette stops and the cut face shows as a wall-like rim
+        end_px = np.minimum(along - tube.ends[0], tube.ends[1] - along)
+        inside = inside * np.clip(end_px + 0.5, 0.0, 1.0)
+        absorb += tube.wall_dark * np.exp(-((end_px / (1.5 * tube.wall_px)) ** 2))
     streak = np.exp(-(((t - tube.highlight_pos) * radius / tube.highlight_px) ** 2))
     streak *= 0.75 + 0.25 * np.cos(along / 57.0)
+    return absorb, streak, inside
+
+
+def draw_tube(tube: Tube, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Transmission (multiplies the backlight) and additive highlight of the tube, plus coverage."""
+    absorb, streak, inside = structure(tube, ys, xs)
     return 1 - inside * np.clip(absorb, 0, 0.9), inside * tube.highlight_gain * streak, inside
+
+
+def in_segment(tube: Tube, along: np.ndarray) -> np.ndarray:
+    if tube.ends is None:
+        return np.ones_like(along, dtype=bool)
+    return (along >= tube.ends[0]) & (along <= tube.ends[1])
 
 
 def kink_mask(tube: Tube, kink: Kink, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -109,8 +133,8 @@ def kink_mask(tube: Tube, kink: Kink, ys: np.ndarray, xs: np.ndarray) -> np.ndar
     along, t, radius = tube.relative(ys, xs)
     _, t0, _ = tube.relative(ys, xs, nominal=True)
     changed = (np.abs(t) <= 1) != (np.abs(t0) <= 1)
-    near = np.abs(along - kink.along) < 2.5 * kink.width
-    crease = (np.abs(along - kink.along - kink.slope * t * radius) < 1.6) & (np.abs(t) <= 1)
+    near = (np.abs(along - kink.along) < 2.5 * kink.width) & in_segment(tube, along)
+    crease = (np.abs(along - kink.along - kink.slope * t * radius) < 1.6) & (np.abs(t) <= 1) & in_segment(tube, along)
     return bool_(changed & near) | crease
 
 
@@ -165,7 +189,7 @@ class Patch:
 def patch_grid(cy: float, cx: float, half: float) -> tuple[int, int, np.ndarray, np.ndarray]:
     """Integer pixel grid of a square patch around a point, clipped to the frame."""
     y0, x0 = max(int(cy - half), 0), max(int(cx - half), 0)
-    y1, x1 = min(int(cy + half) + 2, HEIGHT), min(int(cx + half) + 2, WIDTH)
+    y1, x1 = max(min(int(cy + half) + 2, HEIGHT), y0), max(min(int(cx + half) + 2, WIDTH), x0)  # empty off-frame
     ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     return y0, x0, ys, xs
 
@@ -262,3 +286,135 @@ def finish(rng: np.random.Generator, frame: np.ndarray) -> np.ndarray:
     noise = rng.standard_normal(frame.shape, dtype=np.float32)
     frame = frame + noise * np.sqrt(read**2 + 0.0004 * np.clip(frame, 0, None))
     return np.clip(frame * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+# --- broad conditions -------------------------------------------------------------------------
+
+LIGHTINGS = ("backlit", "darkfield")
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The imaging conditions of one frame (what the evaluation groups by)."""
+
+    conditions: str  # "narrow" (the 1.0 generator) or "broad"
+    lighting: str  # "backlit" (bright background, dark walls) or "darkfield" (dark background, glowing walls)
+    angle_deg: float  # pose of the tube axis against the frame's x axis
+    cut_ends: int  # visible cut ends of a finite segment (0: the tube spans the frame)
+    crosses_border: bool  # a tube wall runs at or across the top/bottom frame border
+    blur: float  # focus blur sigma (pixels)
+    jpeg_quality: int | None  # None: no compression
+
+    @property
+    def pose_bucket(self) -> str:
+        a = abs(self.angle_deg)
+        return "0-10 deg" if a < 10 else "10-20 deg" if a < 20 else "20-30 deg"
+
+
+def broad_tube(rng: np.random.Generator) -> tuple[Tube, bool, int]:
+    """A part in a broad pose: +-30 deg, strong bends, widths 40-130 px, parts at and across the
+    frame border, finite segments with cut ends.  Returns (tube, crosses_border, cut ends)."""
+    radius = rng.uniform(20, 65)
+    angle = np.deg2rad(rng.uniform(-30, 30))
+    cx = WIDTH / 2 + rng.uniform(-90, 90)
+    cy = HEIGHT / 2 + rng.uniform(-70, 70)
+    border = rng.random() < 0.3
+    if border:  # centre line between half a radius outside and 1.3 radii inside the top or bottom border
+        side = rng.choice([-1, 1])
+        cy = HEIGHT / 2 + side * (HEIGHT / 2 - rng.uniform(-0.5, 1.3) * radius)
+    tube = Tube(
+        cx=cx, cy=cy, angle=angle, radius=radius,
+        bend=rng.uniform(-5e-4, 5e-4) if rng.random() < 0.6 else rng.uniform(-1.2e-4, 1.2e-4),
+        wall_px=rng.uniform(1.5, 5.0),
+        wall_dark=rng.uniform(0.15, 0.7),
+        body_dark=rng.uniform(0.02, 0.3),
+        lumen_ratio=rng.uniform(0.25, 0.6),
+        lumen_dark=rng.uniform(0.0, 0.25),
+        highlight_pos=rng.uniform(-0.6, 0.6),
+        highlight_gain=rng.uniform(0.0, 0.35),
+        highlight_px=rng.uniform(1.5, 8.0),
+    )
+    cut = 0
+    if rng.random() < 0.35:  # a finite segment: one or both cut ends inside the frame
+        half = 0.5 * WIDTH / np.cos(angle)
+        low, high = -half - (cx - WIDTH / 2), half - (cx - WIDTH / 2)
+        if rng.random() < 0.7:
+            end = rng.uniform(low + 0.25 * (high - low), high - 0.25 * (high - low))
+            tube.ends = (end, 1e6) if rng.random() < 0.5 else (-1e6, end)
+            cut = 1
+        else:
+            length = rng.uniform(0.35, 0.75) * (high - low)
+            start = rng.uniform(low + 20, high - 20 - length)
+            tube.ends = (start, start + length)
+            cut = 2
+    return tube, border or abs(cy - HEIGHT / 2) + radius > HEIGHT / 2 - 4, cut
+
+
+def darkfield(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, absorb: np.ndarray,
+              streak: np.ndarray, inside: np.ndarray, tube: Tube) -> np.ndarray:
+    """Dark-field image: a dark, uneven background; walls, cut faces, creases and lumen scatter bright."""
+    level = rng.uniform(0.02, 0.12)
+    gy, gx = rng.uniform(-0.4, 0.4, size=2)
+    ny, nx = ys / HEIGHT - 0.5, xs / WIDTH - 0.5
+    field_ = np.clip(1 + gx * nx + gy * ny, 0.3, None)
+    glow = rng.uniform(0.9, 1.8)
+    body = rng.uniform(0.02, 0.12)
+    background = level * field_ * (1 - 0.5 * inside)
+    scatter = inside * (body + glow * np.clip(absorb, 0, 1.0)) * field_
+    return background + scatter + inside * tube.highlight_gain * 0.6 * streak
+
+
+def glints(rng: np.random.Generator, tube: Tube, frame: np.ndarray, inside: np.ndarray,
+           count: int) -> list[tuple[int, int]]:
+    """Specular reflections on the tube: soft bright spots stretched along the axis (not defects)."""
+    centres = []
+    cos, sin = np.cos(tube.angle), np.sin(tube.angle)
+    for _ in range(count):
+        along = rng.uniform(-WIDTH / 2, WIDTH / 2) - (tube.cx - WIDTH / 2) * cos
+        y, x = tube.point(along, rng.uniform(-0.85, 0.85))
+        long = rng.uniform(3.0, 10.0)
+        short = max(long / rng.uniform(2.5, 5.0), 0.8)
+        gain = rng.uniform(0.15, 0.55)
+        if not (0 <= y < HEIGHT and 0 <= x < WIDTH) or inside[int(y), int(x)] < 0.5:
+            continue
+        y0, x0, ys, xs = patch_grid(y, x, 3 * long + 2)
+        u = (xs - x) * cos + (ys - y) * sin
+        v = -(xs - x) * sin + (ys - y) * cos
+        add = gain * np.exp(-0.5 * ((u / long) ** 2 + (v / short) ** 2))
+        frame[y0 : y0 + add.shape[0], x0 : x0 + add.shape[1]] += add * inside[y0 : y0 + add.shape[0],
+                                                                          x0 : x0 + add.shape[1]]
+        centres.append((int(y), int(x)))
+    return centres
+
+
+def broad_dust(rng: np.random.Generator, frame: np.ndarray, inside: np.ndarray, bright: bool) -> list[tuple[int, int]]:
+    """Dust specks beside the part: dark on a backlight, bright (scattering) in dark-field; returns centres."""
+    centres = []
+    for _ in range(rng.poisson(1.5)):
+        cy, cx = rng.uniform(4, HEIGHT - 4), rng.uniform(4, WIDTH - 4)
+        sigma, strength = rng.uniform(0.8, 3.0), rng.uniform(0.2, 0.6)
+        if inside[int(cy), int(cx)] > 0:
+            continue
+        centres.append((int(cy), int(cx)))
+        patch = spot(rng, cy, cx, sigma, ring=False)
+        add = (-patch.add if bright else patch.add) * strength
+        frame[patch.y0 : patch.y0 + add.shape[0], patch.x0 : patch.x0 + add.shape[1]] += add
+    return centres
+
+
+def finish_broad(rng: np.random.Generator, frame: np.ndarray) -> tuple[np.ndarray, float, int | None]:
+    """Focus blur, exposure/gain (with clipping), shot and read noise, 8 bits, JPEG (quality 60-95)."""
+    sigma = rng.uniform(0.0, 2.2) if rng.random() < 0.8 else 0.0
+    if sigma > 0.3:
+        frame = ndimage.gaussian_filter(frame, sigma, truncate=3.0)
+    frame = frame * rng.uniform(0.7, 1.35) + rng.uniform(-0.03, 0.03)
+    read = rng.uniform(0.004, 0.03)
+    noise = rng.standard_normal(frame.shape, dtype=np.float32)
+    frame = frame + noise * np.sqrt(read**2 + rng.uniform(0.0002, 0.0008) * np.clip(frame, 0, None))
+    image = np.clip(frame * 255 + 0.5, 0, 255).astype(np.uint8)
+    quality = int(rng.integers(60, 96)) if rng.random() < 0.85 else None
+    if quality is not None:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+        image = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("L"), dtype=np.uint8)
+    return image, float(sigma), quality
