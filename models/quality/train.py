@@ -157,10 +157,12 @@ def manifest_for(config: TrainConfig, geometry: TileGeometry, thresholds: dict[s
                  report: str, extra: dict[str, Any]) -> Manifest:
     """The manifest of one variant; ``thresholds`` maps false-reject targets to thresholds."""
     g = geometry.tile // geometry.cell
+    features = NetworkConfig(**config.network).widths[-1]
     return Manifest(
         name=f"quality-tilenet-{variant}", task="quality", version=config.version, file="model.onnx",
         inputs=[TensorSpec(name="tiles", shape=["batch", 1, geometry.tile, geometry.tile])],
-        outputs=[TensorSpec(name="tile_prob", shape=["batch"]), TensorSpec(name="cell_prob", shape=["batch", g, g])],
+        outputs=[TensorSpec(name="tile_prob", shape=["batch"]), TensorSpec(name="cell_prob", shape=["batch", g, g]),
+                 TensorSpec(name="cell_features", shape=["batch", features, g, g])],
         preprocessing={"color": "gray", "tile": geometry.tile, "stride": geometry.stride, "cell": geometry.cell,
                        "normalisation": {"scale": 1 / 255, "mean": geometry.mean, "std": geometry.std}},
         postprocessing={"aggregate": "max over tiles", "heatmap": "cell_prob stitched, max over overlaps",
