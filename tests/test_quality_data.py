@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 
@@ -14,7 +15,7 @@ from PIL import Image
 from models.quality.runtime.tiling import TileGeometry
 from sensors.simulate import tube as render
 from sensors.simulate.camera import CameraSimulator
-from sensors.simulate.parts import HEIGHT, WIDTH, LabelNoise, PartGenerator, draw_spec
+from sensors.simulate.parts import HEIGHT, WIDTH, DefectSpec, LabelNoise, PartGenerator, draw_spec
 from sensors.wire import Encoding, Kind, decode, encode
 
 
@@ -80,6 +81,101 @@ class TestGenerator:
         defects = [d for i in range(120) for d in generator.part("test", 1000 + i, defective=True).defects]
         assert min(d.size_px for d in defects) <= 5
         assert {d.kind for d in defects} == {"scratch", "bubble", "spot", "kink"}
+
+
+@pytest.fixture(scope="module")
+def broad_parts() -> list:
+    generator = PartGenerator(seed=11)
+    return [generator.part("val", 100_000 + i, defective=i % 2 == 0) for i in range(60)]
+
+
+class TestBroadConditions:
+    def test_both_lightings_about_half_each(self, broad_parts: list) -> None:
+        """The default (broad) generator draws backlit and dark-field frames, about half each; dark-field is dark."""
+        lightings = [p.scene.lighting for p in broad_parts]
+        assert 0.3 < lightings.count("darkfield") / len(lightings) < 0.7
+        dark = [np.median(p.image) for p in broad_parts if p.scene.lighting == "darkfield"]
+        lit = [np.median(p.image) for p in broad_parts if p.scene.lighting == "backlit"]
+        assert max(dark) < min(lit)
+
+    def test_poses_beyond_twenty_degrees(self, broad_parts: list) -> None:
+        """Poses reach past 20 degrees both ways and stay within 30."""
+        angles = np.array([p.scene.angle_deg for p in broad_parts])
+        assert angles.max() > 20 and angles.min() < -20 and np.abs(angles).max() <= 30
+        assert {p.scene.pose_bucket for p in broad_parts} == {"0-10 deg", "10-20 deg", "20-30 deg"}
+
+    def test_cut_ends_and_border_crossings(self, broad_parts: list) -> None:
+        """Some frames show finite segments (one and two cut ends), some a tube across the frame border."""
+        cuts = {p.scene.cut_ends for p in broad_parts}
+        assert {0, 1, 2} <= cuts
+        assert 0.1 < np.mean([p.scene.crosses_border for p in broad_parts]) < 0.6
+
+    def test_camera_effects_and_nuisances(self, broad_parts: list) -> None:
+        """JPEG qualities 60-95 (and some uncompressed frames), blur, and nuisances reported for hard negatives."""
+        qualities = [p.scene.jpeg_quality for p in broad_parts]
+        assert None in qualities and all(60 <= q <= 95 for q in qualities if q is not None)
+        assert max(p.scene.blur for p in broad_parts) > 1.0
+        assert sum(len(p.nuisances) for p in broad_parts) > len(broad_parts)
+
+    def test_cut_end_segment_stops_inside_the_frame(self) -> None:
+        """A finite segment's silhouette ends at its cut: past the end the pixels are background."""
+        tube = render.Tube(320, 240, 0.0, 40, 0.0, 3, 0.5, 0.2, 0.4, 0.1, 0.0, 0.0, 3.0, ends=(-1e6, 0.0))
+        ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+        _, _, inside = render.structure(tube, ys, xs)
+        assert inside[240, 300] == 1 and inside[240, 340] == 0
+
+    def test_defects_change_their_masked_pixels_in_darkfield(self) -> None:
+        """In dark-field, scratches, bubbles and spots scatter bright: the frame brightens under each mask."""
+        rng = np.random.default_rng(3)
+        tube = render.Tube(320, 240, 0.2, 45, 0.0, 3, 0.5, 0.2, 0.4, 0.1, 0.0, 0.0, 3.0)
+        for kind, variant, size in (("scratch", "curve", 25), ("bubble", "round", 5), ("spot", "blob", 3)):
+            frame = np.full((HEIGHT, WIDTH), 0.05)
+            before, inside, mask = frame.copy(), np.ones_like(frame), np.zeros((HEIGHT, WIDTH), dtype=bool)
+            spec = DefectSpec(kind, variant, size, True)
+            defect = PartGenerator._draw(rng, tube, spec, None, (240.0, 320.0), (frame, inside, mask), bright=rng)
+            change = frame - before
+            assert defect is not None and mask.any(), kind
+            assert (change[mask] > 0).mean() > 0.8 and change[mask].mean() > 0.05, kind
+            assert change.min() >= 0, kind
+
+    def test_kinks_change_their_masked_pixels_in_darkfield(self) -> None:
+        """A kink in a dark-field frame changes pixels mostly under its mask (crease and silhouette glow)."""
+        ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
+        frames = []
+        for kinks in ([], [render.Kink(0.0, 6.0, 10.0, 0.1, 0.3, 0.2)]):
+            tube = render.Tube(320, 240, 0.3, 45, 0.0, 3, 0.5, 0.2, 0.4, 0.1, 0.0, 0.0, 3.0, kinks=kinks)
+            absorb, streak, inside = render.structure(tube, ys, xs)
+            frames.append(render.darkfield(np.random.default_rng(0), ys, xs, absorb, streak, inside, tube))
+        mask = render.kink_mask(tube, tube.kinks[0], ys, xs)
+        change = np.abs(frames[1] - frames[0])
+        assert change[mask].max() > 0.2
+        assert change[mask].mean() > 5 * change[~mask].mean()
+
+    def test_darkfield_parts_keep_masks_on_their_defects(self, broad_parts: list) -> None:
+        """Rendered dark-field defects are brighter under their mask than the part around them."""
+        brighter = []
+        for part in broad_parts:
+            if part.scene.lighting != "darkfield":
+                continue
+            for defect in part.defects:
+                if defect.kind == "kink":
+                    continue
+                x0, y0, x1, y1 = defect.box
+                box = (slice(max(y0 - 6, 0), y1 + 6), slice(max(x0 - 6, 0), x1 + 6))
+                image, mask = part.image[box].astype(float), part.mask[box]
+                brighter.append(image[mask].mean() > np.median(image[~mask]))
+        assert len(brighter) >= 5 and np.mean(brighter) > 0.8
+
+    def test_narrow_conditions_render_the_old_frames(self) -> None:
+        """``conditions="narrow"`` is the 1.0 generator: backlit, +-10 deg, no cut ends, the same pixels."""
+        generator = PartGenerator(seed=7, conditions="narrow")
+        parts = [generator.part("test", i) for i in range(8)]
+        assert all(p.scene.lighting == "backlit" and abs(p.scene.angle_deg) <= 10 and p.scene.cut_ends == 0
+                   and p.scene.jpeg_quality is None for p in parts)
+        digest = hashlib.sha256(generator.part("test", 100_003, defective=True).image.tobytes()).hexdigest()
+        assert digest == "9424709af05ad129d06c5caa5039c7d286f02387ccc3d1c17cbf3445c45a6daf"  # 1.0.0's frame
+        with pytest.raises(ValueError, match="conditions"):
+            PartGenerator(conditions="wide")
 
 
 class TestSplits:

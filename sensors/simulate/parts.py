@@ -132,6 +132,13 @@ def place(rng: np.random.Generator, tube: Tube) -> tuple[float, float, float]:
         y, x = tube.point(along, rng.uniform(-0.7, 0.7))
         if 12 <= y < HEIGHT - 12 and 12 <= x < WIDTH - 12:
             return along, y, x
+    if tube.ends is not None or abs(tube.cy - HEIGHT / 2) + tube.radius > HEIGHT / 2:
+        # a part mostly outside the frame (broad conditions): the first in-frame point of a fine grid
+        for along in np.linspace(low, high, 81):
+            for t in np.linspace(-0.7, 0.7, 15):
+                y, x = tube.point(along, t)
+                if 12 <= y < HEIGHT - 12 and 12 <= x < WIDTH - 12:
+                    return along, y, x
     return 0.0, tube.cy, tube.cx
 
 

@@ -313,7 +313,19 @@ class Scene:
 
 def broad_tube(rng: np.random.Generator) -> tuple[Tube, bool, int]:
     """A part in a broad pose: +-30 deg, strong bends, widths 40-130 px, parts at and across the
-    frame border, finite segments with cut ends.  Returns (tube, crosses_border, cut ends)."""
+    frame border, finite segments with cut ends.  Returns (tube, crosses_border, cut ends).
+
+    A draw that leaves less than 4% of the frame on the part (a tube almost entirely outside it)
+    is drawn again from the same stream, so every frame shows a part."""
+    ys, xs = np.mgrid[4:HEIGHT:8, 4:WIDTH:8].astype(np.float32)
+    for _ in range(20):
+        drawn = one_broad_tube(rng)
+        if structure(drawn[0], ys, xs)[2].mean() >= 0.04:
+            break
+    return drawn
+
+
+def one_broad_tube(rng: np.random.Generator) -> tuple[Tube, bool, int]:
     radius = rng.uniform(20, 65)
     angle = np.deg2rad(rng.uniform(-30, 30))
     cx = WIDTH / 2 + rng.uniform(-90, 90)
