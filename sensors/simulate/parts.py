@@ -62,7 +62,7 @@ class Part:
     defects: list[Defect] = field(default_factory=list)
     label: bool = False  # what the labeller said: True = defective
     annotation: np.ndarray | None = None  # the labeller's painted region (== mask unless noisy)
-    nuisances: list[tuple[int, int]] = field(default_factory=list)  # (y, x) of dust specks, glints: not defects
+    nuisances: list[tuple[int, int]] = field(default_factory=list)  # (y, x) of dust, glints, cut ends: not defects
     scene: Scene | None = None  # imaging conditions (lighting, pose, cut ends, border, blur, JPEG)
 
     @property
@@ -140,6 +140,19 @@ def place(rng: np.random.Generator, tube: Tube) -> tuple[float, float, float]:
                 if 12 <= y < HEIGHT - 12 and 12 <= x < WIDTH - 12:
                     return along, y, x
     return 0.0, tube.cy, tube.cx
+
+
+def cut_end_points(tube: Tube) -> list[tuple[int, int]]:
+    """(y, x) of the corners and the middle of each cut end in the frame: a cut face looks like a crease."""
+    points = []
+    for end in tube.ends or ():
+        if abs(end) > 1e5:
+            continue
+        for t in (-1.0, 0.0, 1.0):
+            y, x = tube.point(end, t)
+            if 0 <= y < HEIGHT and 0 <= x < WIDTH:
+                points.append((int(y), int(x)))
+    return points
 
 
 def make_kink(rng: np.random.Generator, spec: DefectSpec, along: float) -> Kink:
@@ -227,6 +240,7 @@ class PartGenerator:
         else:
             nuisances = render.broad_dust(rng, frame, inside, bright=lighting == "darkfield")
             nuisances += render.glints(rng, tube, frame, inside, int(rng.poisson(1.2)))
+            nuisances += cut_end_points(tube)
             image, blur, quality = render.finish_broad(rng, frame)
         if truth and not found:  # every defect fell off the frame: rare, the part is good after all
             label = label if split == "train" else False
