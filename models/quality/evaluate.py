@@ -1,12 +1,16 @@
 """Evaluate both quality model variants on the held-out test split and write the model card.
 
-    python -m models.quality.evaluate
+    python -m models.quality.evaluate [--baseline FOLDER]
 
 Test data: ``--parts`` held-out parts at the natural defect rate (accuracy, false rejects,
 ROC/PR) plus ``--defective`` extra held-out defective parts (recall per defect type, size
-and seen/unseen shape).  Each variant is run exactly as the agent runs it (ONNX Runtime,
-numpy tiling, the threshold from its manifest).  Writes ``evaluation.json``, ``roc_pr.png``,
-``failures.png`` and ``README.md`` in the model folder.
+and seen/unseen shape), rendered under the broad conditions, with false rejects and recall
+per lighting and pose bucket; then the same indices of the old narrow test split (the 1.0
+generator's conditions, ``--narrow-parts``/``--narrow-defective``), so the card shows the
+model is no worse there.  ``--baseline`` (a folder with another model's ``model.onnx`` and
+``manifest.yaml``, e.g. the previous release) is run on the broad split for comparison.  Each
+model is run exactly as the agent runs it (ONNX Runtime, numpy tiling, the threshold from its
+manifest).  Writes ``evaluation.json``, ``roc_pr.png``, ``failures.png`` and ``README.md``.
 """
 
 from __future__ import annotations
@@ -52,11 +56,15 @@ class Variant:
         found = infer(self.run, part.image, self.geometry)
         peak, _ = self.geometry.peak_and_box(found.heat, 0.5 * found.score)
         boxes = [d.box for d in part.defects]
+        scene = part.scene
         row = {"part": part.part_id, "natural": natural, "defective": part.defective, "score": found.score,
                "reject": found.score > self.threshold, "located": located(peak, boxes) if boxes else None,
-               "defects": [(d.kind, d.variant, d.size_bucket, d.seen) for d in part.defects]}
+               "defects": [(d.kind, d.variant, d.size_bucket, d.seen) for d in part.defects],
+               "conditions": scene.conditions if scene else "narrow",
+               "lighting": scene.lighting if scene else "backlit",
+               "pose": scene.pose_bucket if scene else "0-10 deg"}
         self.rows.append(row)
-        if row["reject"] != part.defective and len(self.failures) < 24:
+        if row["conditions"] == "broad" and row["reject"] != part.defective and len(self.failures) < 24:
             self.failures.append(failure_case(part, peak, row))
 
 
@@ -76,13 +84,14 @@ def failure_case(part: Part, peak: tuple[int, int], row: dict[str, Any]) -> dict
             "peak": (peak[0] - left, peak[1] - top), "title": f"{kind}: {what}\nscore {row['score']:.3f}"}
 
 
-def summarise(variant: Variant) -> dict[str, Any]:
+def summarise(variant: Variant, conditions: str = "broad") -> dict[str, Any]:
     """Accuracy, balanced accuracy, recall at the operating point and at 1% test false rejects, per group."""
-    natural = [r for r in variant.rows if r["natural"]]
+    rows = [r for r in variant.rows if r["conditions"] == conditions]
+    natural = [r for r in rows if r["natural"]]
     truth = np.array([r["defective"] for r in natural])
     reject = np.array([r["reject"] for r in natural])
     score = np.array([r["score"] for r in natural])
-    defective = [r for r in variant.rows if r["defective"]]
+    defective = [r for r in rows if r["defective"]]
     good_scores = score[~truth]
     at_one = choose_threshold(good_scores, 0.01)
     recall = float(np.mean(reject[truth])) if truth.any() else float("nan")
@@ -100,7 +109,31 @@ def summarise(variant: Variant) -> dict[str, Any]:
         "threshold_at_1pct_test_false_rejects": at_one,
         "located_share_of_caught": float(np.mean([r["located"] for r in defective if r["reject"]] or [np.nan])),
         "recall_by_group": recall_by_group(defective),
+        "by_condition": by_condition(natural, defective, at_one),
     }
+
+
+def by_condition(natural: list[dict[str, Any]], defective: list[dict[str, Any]],
+                 at_one: float) -> dict[str, dict[str, dict[str, float]]]:
+    """Per lighting and pose bucket: false-reject rate of the natural-rate good parts at the
+    validation threshold, recall of all defective parts at it and at the split's 1%-false-reject
+    threshold, with the group sizes."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key in ("lighting", "pose"):
+        groups = sorted({r[key] for r in natural + defective})
+        table = {}
+        for group in groups:
+            good = [r for r in natural if r[key] == group and not r["defective"]]
+            bad = [r for r in defective if r[key] == group]
+            table[group] = {
+                "good": len(good), "defective": len(bad),
+                "false_reject_rate": float(np.mean([r["reject"] for r in good])) if good else float("nan"),
+                "recall": float(np.mean([r["reject"] for r in bad])) if bad else float("nan"),
+                "recall_at_1pct_test_false_rejects": float(np.mean([r["score"] > at_one for r in bad]))
+                if bad else float("nan"),
+            }
+        out[key] = table
+    return out
 
 
 def recall_by_group(defective: list[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
@@ -121,36 +154,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="models/quality/train.yaml")
     parser.add_argument("--parts", type=int, default=2000, help="held-out parts at the natural defect rate")
     parser.add_argument("--defective", type=int, default=300, help="extra held-out defective parts")
+    parser.add_argument("--narrow-parts", type=int, default=2000, help="natural-rate parts of the old narrow split")
+    parser.add_argument("--narrow-defective", type=int, default=300, help="extra defective parts, narrow split")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="folder with another model (model.onnx, manifest.yaml) to compare, e.g. the last release")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     geometry = geometry_of(config)
-    generator = PartGenerator(config.data.seed, config.data.defect_rate, LabelNoise())
     folder = config.output
     variants = [Variant(name, folder / "variants" / name, geometry) for name in config.variants]
+    baseline = None
+    if args.baseline is not None:
+        baseline = Variant(f"baseline {load_manifest(args.baseline / 'manifest.yaml').version}", args.baseline,
+                           geometry)
     started = time.monotonic()
-    plan: list[tuple[int, bool | None, bool]] = [(i, None, True) for i in range(args.parts)]
-    plan += [(TEST_DEFECT_OFFSET + i, True, False) for i in range(args.defective)]
-    for count, (index, force, natural) in enumerate(plan, 1):
-        part = generator.part("test", index, defective=force)
-        for variant in variants:
-            variant.inspect(part, natural)
-        if count % 250 == 0:
-            print(f"{count}/{len(plan)} parts, {time.monotonic() - started:.0f}s", flush=True)
-    write_results(config.output, variants, generator, geometry)
+    for conditions, parts, extra in (("broad", args.parts, args.defective),
+                                     ("narrow", args.narrow_parts, args.narrow_defective)):
+        generator = PartGenerator(config.data.seed, config.data.defect_rate, LabelNoise(), conditions=conditions)
+        plan: list[tuple[int, bool | None, bool]] = [(i, None, True) for i in range(parts)]
+        plan += [(TEST_DEFECT_OFFSET + i, True, False) for i in range(extra)]
+        for count, (index, force, natural) in enumerate(plan, 1):
+            part = generator.part("test", index, defective=force)
+            for variant in variants + ([baseline] if baseline and conditions == "broad" else []):
+                variant.inspect(part, natural)
+            if count % 250 == 0:
+                print(f"{conditions}: {count}/{len(plan)} parts, {time.monotonic() - started:.0f}s", flush=True)
+    write_results(config.output, variants, PartGenerator(config.data.seed, config.data.defect_rate), geometry,
+                  baseline)
 
 
-def write_results(folder: Path, variants: list[Variant], generator: PartGenerator, geometry: TileGeometry) -> None:
+def write_results(folder: Path, variants: list[Variant], generator: PartGenerator, geometry: TileGeometry,
+                  baseline: Variant | None = None) -> None:
     from models.quality.card import write_card
     from models.quality.plots import gallery, roc_pr
 
-    results = {v.name: summarise(v) for v in variants}
+    results = {v.name: {**summarise(v), "narrow": summarise(v, "narrow")} for v in variants}
     curves = {}
     for v in variants:
-        natural = [r for r in v.rows if r["natural"]]
+        natural = [r for r in v.rows if r["natural"] and r["conditions"] == "broad"]
         curves[v.name] = {"truth": np.array([r["defective"] for r in natural]),
                           "score": np.array([r["score"] for r in natural]),
-                          "truth_all": np.array([r["defective"] for r in v.rows]),
-                          "score_all": np.array([r["score"] for r in v.rows])}
+                          "truth_all": np.array([r["defective"] for r in v.rows if r["conditions"] == "broad"]),
+                          "score_all": np.array([r["score"] for r in v.rows if r["conditions"] == "broad"])}
     roc_pr(curves, folder / "roc_pr.png")
     published = load_manifest(folder / "manifest.yaml").training.get("variant", variants[-1].name)
     chosen = next(v for v in variants if v.name == published)
@@ -158,13 +203,21 @@ def write_results(folder: Path, variants: list[Variant], generator: PartGenerato
     false_rejects = [f for f in chosen.failures if f["title"].startswith("false")][:6]
     gallery(missed + false_rejects, folder / "failures.png")
     lat = measure_latency(folder / "manifest.yaml", generator)
-    report = {"variants": results, "published": published, "latency": lat}
+    report: dict[str, Any] = {"variants": results, "published": published, "latency": lat}
+    if baseline is not None:
+        report["baseline"] = {"name": baseline.name, "broad": summarise(baseline)}
     (folder / "evaluation.json").write_text(json.dumps(report, indent=1))
     write_card(folder, report)
     for name, r in results.items():
         print(f"{name}: accuracy {r['accuracy']:.4f} balanced {r['balanced_accuracy']:.4f} "
               f"false rejects {r['false_reject_rate']:.4f} recall {r['recall_natural']:.3f} "
               f"recall@1%FR {r['recall_at_1pct_test_false_rejects']:.3f}")
+        n = r["narrow"]
+        print(f"{name} (narrow split): accuracy {n['accuracy']:.4f} false rejects {n['false_reject_rate']:.4f} "
+              f"recall@1%FR {n['recall_at_1pct_test_false_rejects']:.3f}")
+        for key, groups in r["by_condition"].items():
+            print(f"  {key}: " + ", ".join(f"{g} FR {v['false_reject_rate']:.4f} recall {v['recall']:.3f}"
+                                          for g, v in groups.items()))
     print(f"latency per frame (ms): {lat}")
 
 
@@ -183,7 +236,7 @@ def measure_latency(manifest_path: Path, generator: PartGenerator, frames: int =
     input_name = model.manifest.inputs[0].name
 
     def run_tiles(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tile_prob, cell_prob = model.run({input_name: tiles})
+        tile_prob, cell_prob, *_ = model.run({input_name: tiles})  # the third output: cell features
         return tile_prob, cell_prob
 
     def inspect(payload: bytes) -> None:
