@@ -15,7 +15,7 @@ from PIL import Image
 from models.quality.runtime.tiling import TileGeometry
 from sensors.simulate import tube as render
 from sensors.simulate.camera import CameraSimulator
-from sensors.simulate.parts import HEIGHT, WIDTH, DefectSpec, LabelNoise, PartGenerator, draw_spec
+from sensors.simulate.parts import HEIGHT, WIDTH, DefectSpec, LabelNoise, PartGenerator, cut_end_points, draw_spec
 from sensors.wire import Encoding, Kind, decode, encode
 
 
@@ -123,6 +123,7 @@ class TestBroadConditions:
         ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
         _, _, inside = render.structure(tube, ys, xs)
         assert inside[240, 300] == 1 and inside[240, 340] == 0
+        assert cut_end_points(tube) == [(200, 320), (240, 320), (280, 320)]  # corners and middle: hard negatives
 
     def test_defects_change_their_masked_pixels_in_darkfield(self) -> None:
         """In dark-field, scratches, bubbles and spots scatter bright: the frame brightens under each mask."""

@@ -105,4 +105,5 @@ class TestCommittedModel:
         assert {"tile", "stride", "cell", "normalisation"} <= set(manifest.preprocessing)
         assert manifest.training["command"] == "python -m models.quality.train --config models/quality/train.yaml"
         assert manifest.training["seed"] == load_config(MODEL_DIR / "train.yaml").seed
-        assert manifest.onnx_path.stat().st_size < 25 * 1024 * 1024
+        assert manifest.onnx_path.stat().st_size < 2 * 1024 * 1024
+        assert [output.name for output in manifest.outputs] == list(OUTPUT_NAMES)
