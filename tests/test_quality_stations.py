@@ -192,6 +192,7 @@ class TestStationTask:
         assert taken.type == "false_reject_learned" and taken.body["cells"] > 0 and taken.body["reason"] == ""
         (again,) = task.process(frame(part.image, "P-7"))
         task.close()
+        assert again.score is not None and first.score is not None
         assert again.body["decision"] == "accept" and again.score < first.score
 
     def test_relearn_makes_the_running_task_learn_again(self, tmp_path: Path, learned: tuple[Path, list]) -> None:
