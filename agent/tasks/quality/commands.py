@@ -48,7 +48,11 @@ def _run(args: argparse.Namespace, config: Any) -> int:
         print(f"queued: {args.camera} {args.part_id} is a good part; the agent takes it in within seconds "
               "(a false_reject_learned event says so)")
         return 0
-    for camera in store.cameras():
+    cameras = store.cameras()
+    if not cameras:
+        print(f"no camera has a learned station normal in {store.directory} (tasks.quality.station_normal is "
+              "off by default; docs/quality.md)")
+    for camera in cameras:
         print(camera)
     return 0
 
