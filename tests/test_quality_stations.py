@@ -224,3 +224,19 @@ class TestStationTask:
         task.close()
         (learning,) = by_type(drafts, "baseline_learning")
         assert "not usable" in learning.body["reason"] and "[240, 320]" in learning.body["reason"]
+
+
+def test_the_station_evaluation_runs_end_to_end(tmp_path: Path) -> None:
+    """evaluate_stations on a few parts per station writes the summary, the report and its chart."""
+    import json
+
+    from agent.tasks.quality.evaluate_stations import ALT_STATIONS, OWN_STATIONS, main
+
+    assert main(["--learn", "10", "--good", "4", "--defective", "2", "--output", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "stations.json").read_text())
+    for station in [*ALT_STATIONS, *OWN_STATIONS]:
+        combined = summary[station]["combined (the task)"]
+        assert combined["good"] == 4 and combined["defective"] == 2 and 0 <= combined["auc"] <= 1
+    report = (tmp_path / "stations.md").read_text()
+    assert "| alt-darkfield | combined (the task) |" in report and "Border:" in report
+    assert (tmp_path / "stations.png").read_bytes()[:4] == b"\x89PNG"

@@ -40,6 +40,14 @@ def _bucket_table(title: str, buckets: dict[str, dict[str, float]]) -> list[str]
     return lines
 
 
+def _border_line(border: dict[str, Any]) -> str:
+    count, near = border["false_rejects"], border["near_border"]
+    share = "-" if not count else f"{100 * near / count:.0f} %"
+    return (f"Border: {near} of the {count} false rejects (all stations, combined decision; {share}) peak within "
+            f"{border['margin_px']} px of the frame's border, which holds "
+            f"{100 * border['frame_share_within_margin']:.0f} % of the frame's area.")
+
+
 def chart(summary: dict[str, Any], stations: list[str], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     width = 0.27
@@ -83,6 +91,8 @@ def write_report(summary: dict[str, Any], folder: Path) -> Path:
         *_bucket_table("pose (absolute)", summary["alt by pose"]),
         "",
         *_bucket_table("defect size", summary["alt by defect size"]),
+        "",
+        _border_line(summary["false rejects near the border"]),
         "",
         f"Whole task, median per 640x480 frame on this machine: {summary['ms per frame (median, whole task)']:.0f} ms.",
         "",

@@ -45,6 +45,8 @@ ALT_STATIONS: dict[str, dict[str, Any]] = {
     "alt-darkfield-thin": {"lighting": "darkfield", "width_px": 50, "opacity": 0.15, "jpeg_quality": 90},
 }
 OWN_STATIONS = ("own-a", "own-b")
+#: the outside test found false rejects clustering within this many pixels of the frame's border
+BORDER_PX = 48
 Render = Callable[[int, bool], tuple[Part, dict[str, Any]]]
 
 
@@ -71,7 +73,13 @@ def station_rows(task: QualityTask, station: str, render: Render, counts: tuple[
         yield {"station": station, "defective": part.defective, "decision": body["decision"],
                "score": event.score, "classifier": body["classifier_score"], "novelty": body["novelty"],
                "lighting": conditions.get("lighting"), "angle": abs(float(conditions.get("angle_deg", 0.0))),
-               "sizes": [d.size_px for d in part.defects], "seconds": time.perf_counter() - started}
+               "sizes": [d.size_px for d in part.defects], "seconds": time.perf_counter() - started,
+               "near_border": near_border(body["location"]["peak"], part.image.shape)}
+
+
+def near_border(peak: list[int], shape: tuple[int, ...], margin: int = BORDER_PX) -> bool:
+    x, y = peak
+    return min(x, y, shape[1] - 1 - x, shape[0] - 1 - y) < margin
 
 
 def message(station: str, part: Part, seq: int) -> SensorMessage:
@@ -117,6 +125,11 @@ def summarise(rows: list[dict], threshold: float, gate_reject: float) -> dict[st
     summary["alt by defect size"] = {
         name: rates([r for r in alt if not r["defective"] or low <= max(r["sizes"]) < high], combined)
         for name, low, high in (("< 12 px", 0, 12), ("12-24 px", 12, 24), (">= 24 px", 24, 10**6))}
+    false_rejects = [r for r in rows if not r["defective"] and r["decision"] == "reject"]
+    summary["false rejects near the border"] = {
+        "margin_px": BORDER_PX, "false_rejects": len(false_rejects),
+        "near_border": sum(r["near_border"] for r in false_rejects),
+        "frame_share_within_margin": 1 - (640 - 2 * BORDER_PX) * (480 - 2 * BORDER_PX) / (640 * 480)}
     summary["ms per frame (median, whole task)"] = float(np.median([r["seconds"] for r in rows]) * 1000)
     return summary
 
