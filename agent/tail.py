@@ -20,7 +20,7 @@ from agent.config import MqttConnection
 from agent.events import SEVERITY_RANK
 from agent.sinks import compact, render_event
 from sensors import topics
-from sensors.mqtt import make_client, paho_keepalive, stop_client
+from sensors.mqtt import failover, make_client, paho_keepalive, stop_client
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +63,7 @@ class EventWatcher:
             self.refused = str(reason)
             log.error("tail: connection refused", reason=str(reason))
             return
+        failover(client).connected()
         client.subscribe([(topic, 1) for topic in self.subscriptions])
         self.connected.set()
 
@@ -81,8 +82,7 @@ class EventWatcher:
         self.on_message(message.topic, decoded)
 
     def __enter__(self) -> EventWatcher:
-        self.client.connect_async(self.connection.host, self.connection.port,
-                                  paho_keepalive(self.connection.keepalive_s))
+        failover(self.client).connect(self.client, paho_keepalive(self.connection.keepalive_s))
         self.client.loop_start()
         return self
 
