@@ -8,12 +8,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import zmq
 from pydantic import ValidationError
 
+from agent.daemon import Agent
 from agent.events import EventDraft, dumps, finalize
+from agent.metrics import AgentCollector, EventCounts
 from agent.sinks import Outgoing, SinkEnv
 from agent.sinks.mqtt import MqttSink, MqttSinkConfig
 from agent.testing import Subscriber, publisher, stop_client, wait_until
@@ -50,6 +54,14 @@ def outgoing(index: int) -> Outgoing:
 
 def ids_of(received: list[tuple[str, bytes]]) -> set[str]:
     return {json.loads(payload)["event_id"] for _, payload in received}
+
+
+def delivery_metrics(sink: MqttSink) -> dict[tuple[str, tuple[str, ...]], float]:
+    """The broker samples the metrics endpoint would serve for an agent with this one sink."""
+    collector = AgentCollector(cast(Agent, SimpleNamespace(sinks=[sink])), EventCounts(10))
+    return {(sample.name, tuple(sample.labels.values())): sample.value
+            for family in collector._delivery_metrics() for sample in family.samples
+            if sample.name.startswith(("edge_agent_broker_current", "edge_agent_broker_failovers_total"))}
 
 
 class TestBrokersSetting:
@@ -153,6 +165,9 @@ class TestSinkFailover:
                 stats = sink.stats()
                 assert stats["broker"] == f"127.0.0.1:{second.port}"
                 assert stats["failovers"] == 1
+                assert delivery_metrics(sink) == {
+                    ("edge_agent_broker_current", ("mqtt", f"127.0.0.1:{second.port}")): 1.0,
+                    ("edge_agent_broker_failovers_total", ("mqtt",)): 1.0}
                 assert wait_until(lambda: sink.outbox.pending() == 0)
                 print(f"failover: first event on broker B {failover_s:.2f} s after broker A was killed; "
                       f"{len(made)} events made, {len(on_first.received) + len(on_second.received)} received")
