@@ -122,7 +122,8 @@ class Failover:
             self.last_reason = reason
             log.error("mqtt connection failed; retrying with backoff", client_id=self.client_id, broker=self.current,
                       tls=self.context is not None, reason=reason)
-        if len(self.endpoints) > 1 and self.failures >= self.connection.failover_attempts:
+        # a client connected by other means (not ``connect``) keeps its broker
+        if self._connect_args and len(self.endpoints) > 1 and self.failures >= self.connection.failover_attempts:
             self.move(client, f"{self.failures} failed connection attempts: {reason}")
 
     def move(self, client: mqtt.Client, why: str) -> None:

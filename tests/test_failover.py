@@ -20,6 +20,7 @@ from agent.events import EventDraft, dumps, finalize
 from agent.metrics import AgentCollector, EventCounts
 from agent.sinks import Outgoing, SinkEnv
 from agent.sinks.mqtt import MqttSink, MqttSinkConfig
+from agent.tail import status_line
 from agent.testing import Subscriber, publisher, stop_client, wait_until
 from sensors.errors import ConfigError
 from sensors.settings import MqttConnection, parse_broker
@@ -230,3 +231,11 @@ class TestSourceFailover:
             assert source.stats()["failovers"] == 1
         finally:
             source.close()
+
+
+def test_the_operator_console_names_the_broker_after_a_failover() -> None:
+    status = {"device": DEVICE, "state": "online", "stats": {"uptime_s": 60, "sinks": {
+        "mqtt": {"pending": 0, "broker": "10.0.0.6:1883", "failovers": 1}, "jsonl": {}}}}
+    assert status_line(status).endswith("| mqtt on 10.0.0.6:1883 after 1 failover(s)")
+    status["stats"]["sinks"]["mqtt"]["failovers"] = 0  # type: ignore[index]
+    assert "10.0.0.6" not in status_line(status)
