@@ -136,8 +136,8 @@ class MqttSink(Sink):
             self._disconnected_at = time.monotonic()
             if not self._stop.is_set():
                 self._lost_at = self._disconnected_at
-        else:  # dropped before CONNACK (e.g. a refused client certificate under TLS 1.3): say why
-            report_connect_failure(client)
+        elif not self._stop.is_set():  # dropped before CONNACK (e.g. a refused client certificate under TLS
+            report_connect_failure(client)  # 1.3): say why, and count the attempt towards a failover
         self.connected.clear()
         with self._lock:
             self._inflight.clear()
