@@ -176,6 +176,28 @@ class TestSinkFailover:
             finally:
                 sink.close()
 
+    def test_a_hung_broker_is_left_too(self, two_brokers: tuple[Broker, Broker], tmp_path: Path) -> None:
+        """A broker that keeps its connections open but says nothing (SIGSTOP): the keepalive notices, the
+        attempts get no CONNACK, the sink moves to B with every event."""
+        first, second = two_brokers
+        topic = f"edge/{DEVICE}/events/#"
+        config = MqttSinkConfig(kind="mqtt", brokers=[f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"],
+                                keepalive_s=2)
+        sink = MqttSink(config, SinkEnv(DEVICE, tmp_path / "state", report=lambda draft: None))
+        with Subscriber(second.port, topic) as on_second:
+            try:
+                assert sink.connected.wait(10)
+                first.pause()
+                items = [outgoing(index) for index in range(10)]
+                for item in items:
+                    sink.send(item)
+                wanted = {item.event["event_id"] for item in items}
+                assert wait_until(lambda: wanted <= ids_of(on_second.received), timeout=30,
+                                  message="the sink did not move to broker B")
+                assert sink.stats()["broker"] == f"127.0.0.1:{second.port}"
+            finally:
+                sink.close()
+
     def test_a_broker_down_at_start_is_skipped(self, two_brokers: tuple[Broker, Broker], tmp_path: Path) -> None:
         """The first broker of the list is down when the agent starts: the sink connects to the second."""
         first, second = two_brokers
