@@ -100,6 +100,7 @@ class Agent:
         """Open sinks (and outbox), load models, start workers, then sources; READY at the end."""
         config = self.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
+        single_threaded_blas()
         self.lifecycle.register("zmq", lambda: self.zmq_context.term())
         self._open_sinks(config)
         for task in self._build_tasks(config):
@@ -335,3 +336,15 @@ def current_rss_mb() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def single_threaded_blas() -> None:
+    """One BLAS thread per task worker: the workers already run side by side, and idle OpenBLAS threads spin.
+
+    Measured with the quality task's station normal (``make bench``): its nearest-neighbour search after each
+    ONNX run added 72 ms a frame with OpenBLAS's default threads (their spinning slowed the next ONNX run)
+    and 23 ms with one.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")

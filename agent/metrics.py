@@ -149,6 +149,11 @@ class AgentCollector(Collector):
                                   for name, stats in delivering))
         yield _gauge("edge_agent_broker_connected", "1 while the sink is connected to its broker", ["sink"],
                      (([name], float(bool(stats.get("connected")))) for name, stats in delivering))
+        failing_over = [(name, stats) for name, stats in delivering if "broker" in stats]
+        yield _gauge("edge_agent_broker_current", "1 for the broker the sink connects to (of its 'brokers')",
+                     ["sink", "broker"], (([name, stats["broker"]], 1.0) for name, stats in failing_over))
+        yield _counter("edge_agent_broker_failovers_total", "moves to the next broker of the sink's 'brokers'",
+                       ["sink"], (([name], stats.get("failovers", 0)) for name, stats in failing_over))
         yield _gauge("edge_agent_storage_degraded", "1 while the outbox cannot write to disk", ["sink"],
                      (([name], float(bool(stats.get("storage_degraded")))) for name, stats in delivering))
 

@@ -20,7 +20,7 @@ from agent.config import MqttConnection
 from agent.events import SEVERITY_RANK
 from agent.sinks import compact, render_event
 from sensors import topics
-from sensors.mqtt import make_client, paho_keepalive, stop_client
+from sensors.mqtt import failover, make_client, paho_keepalive, stop_client
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +63,7 @@ class EventWatcher:
             self.refused = str(reason)
             log.error("tail: connection refused", reason=str(reason))
             return
+        failover(client).connected()
         client.subscribe([(topic, 1) for topic in self.subscriptions])
         self.connected.set()
 
@@ -81,8 +82,7 @@ class EventWatcher:
         self.on_message(message.topic, decoded)
 
     def __enter__(self) -> EventWatcher:
-        self.client.connect_async(self.connection.host, self.connection.port,
-                                  paho_keepalive(self.connection.keepalive_s))
+        failover(self.client).connect(self.client, paho_keepalive(self.connection.keepalive_s))
         self.client.loop_start()
         return self
 
@@ -159,7 +159,8 @@ class OperatorConsole:
 
 
 def status_line(status: dict[str, Any]) -> str:
-    """The agent's retained status in one short line: state, uptime, work done, trouble, outbox."""
+    """The agent's retained status in one short line: state, uptime, work done, trouble, outbox, the broker
+    after a failover."""
     head = f"      status {status.get('device', '?')}: {status.get('state', '?')}"
     stats = status.get("stats")
     if not isinstance(stats, dict):
@@ -172,6 +173,9 @@ def status_line(status: dict[str, Any]) -> str:
     trouble = [f"{key} {totals[key]}" for key in ("rejected", "gaps", "dropped", "offline", "quarantined")
                if totals.get(key)]
     pending = sum(sink.get("pending", 0) for sink in stats.get("sinks", {}).values() if isinstance(sink, dict))
+    # after a failover the operator should know which broker the events go through
+    moved = [f"{name} on {sink.get('broker')} after {sink['failovers']} failover(s)"
+             for name, sink in stats.get("sinks", {}).items() if isinstance(sink, dict) and sink.get("failovers")]
     parts = [f"up {compact(float(stats.get('uptime_s', 0)))} s", f"{totals.get('tracked', 0)} sensors", work,
-             "; ".join(trouble), f"outbox {pending} pending" if pending else ""]
+             "; ".join(trouble), f"outbox {pending} pending" if pending else "", "; ".join(moved)]
     return head + " | " + " | ".join(part for part in parts if part)

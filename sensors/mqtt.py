@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -14,6 +15,8 @@ from sensors.errors import ConfigError
 from sensors.settings import MqttConnection, Tls
 
 log = structlog.get_logger(__name__)
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 10
 
 
 def make_client(connection: MqttConnection, client_id: str, manual_ack: bool = False) -> mqtt.Client:
@@ -29,8 +32,9 @@ def make_client(connection: MqttConnection, client_id: str, manual_ack: bool = F
     context = tls_context(connection.tls) if connection.tls else None
     if context is not None:
         client.tls_set_context(context)
-    client.reconnect_delay_set(min_delay=1, max_delay=10)
-    client.on_connect_fail = _ConnectFailureLog(connection, context, client_id)
+    client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
+    # connects to connection.endpoints() (``failover(client).connect``), logs failures and fails over
+    client.on_connect_fail = Failover(connection, context, client_id)
     # a broker that accepts TCP but never answers CONNACK is given up on as fast as a silent one
     client.connect_timeout = max(1.0, 1.5 * connection.keepalive_s - 1.0)
     return client
@@ -71,28 +75,84 @@ def tls_context(tls: Tls) -> ssl.SSLContext:
     return context
 
 
-class _ConnectFailureLog:
-    """paho's connect-failure callback says nothing of the cause: find it out and log it when it changes."""
+class Failover:
+    """The brokers a client connects to, and paho's connect-failure callback: it logs why an attempt failed
+    (paho says nothing of the cause) and, after ``failover_attempts`` failed attempts in a row, points the
+    client at the next broker of the list (round-robin).
+
+    paho reconnects to the host and port of the last ``connect_async``; calling it again from the network
+    thread (in a failure callback) is the supported way to change them, as the ``host`` and ``port``
+    setters refuse while paho is reconnecting.  The reconnect backoff is reset on a move so that the next
+    broker is tried after the shortest delay.  A client stays on a broker that works (no fail-back).
+    """
 
     def __init__(self, connection: MqttConnection, context: ssl.SSLContext | None, client_id: str) -> None:
         self.connection = connection
         self.context = context
         self.client_id = client_id
+        self.endpoints = connection.endpoints()
+        self.index = 0
+        self.failures = 0  # failed attempts in a row on the current broker
+        self.moves = 0  # times the client moved to another broker
         self.last_reason: str | None = None
+        self._connect_args: dict[str, Any] = {}
+
+    @property
+    def current(self) -> str:
+        """The broker the client connects (or tries to connect) to, as 'host:port'."""
+        host, port = self.endpoints[self.index]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def connect(self, client: mqtt.Client, keepalive: int, **options: Any) -> None:
+        """``connect_async`` to the current broker; later moves reuse ``keepalive`` and ``options``."""
+        self._connect_args = {"keepalive": keepalive, **options}
+        host, port = self.endpoints[self.index]
+        client.connect_async(host, port, **self._connect_args)
+
+    def connected(self) -> None:
+        """A connection was accepted (CONNACK): the current broker works."""
+        self.failures = 0
+        self.last_reason = None
 
     def __call__(self, client: mqtt.Client, userdata: object) -> None:
-        reason = diagnose(self.connection.host, self.connection.port, self.context)
+        host, port = self.endpoints[self.index]
+        reason = diagnose(host, port, self.context)
+        self.failures += 1
         if reason != self.last_reason:
             self.last_reason = reason
-            log.error("mqtt connection failed; retrying with backoff", client_id=self.client_id,
-                      host=self.connection.host, port=self.connection.port, tls=self.context is not None,
-                      reason=reason)
+            log.error("mqtt connection failed; retrying with backoff", client_id=self.client_id, broker=self.current,
+                      tls=self.context is not None, reason=reason)
+        # a client connected by other means (not ``connect``) keeps its broker
+        if self._connect_args and len(self.endpoints) > 1 and self.failures >= self.connection.failover_attempts:
+            self.move(client, f"{self.failures} failed connection attempts: {reason}")
+
+    def move(self, client: mqtt.Client, why: str) -> None:
+        """Point the client at the next broker; paho's loop connects to it after its (reset) backoff."""
+        previous = self.current
+        self.index = (self.index + 1) % len(self.endpoints)
+        self.failures = 0
+        self.last_reason = None
+        self.moves += 1
+        log.warning("mqtt failing over to the next broker", client_id=self.client_id, from_broker=previous,
+                    to_broker=self.current, why=why)
+        host, port = self.endpoints[self.index]
+        client.connect_async(host, port, **self._connect_args)
+        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
+
+
+def failover(client: mqtt.Client) -> Failover:
+    """The broker list of a client made by ``make_client``."""
+    handler = client.on_connect_fail
+    if not isinstance(handler, Failover):
+        raise TypeError("not a client made by sensors.mqtt.make_client")
+    return handler
 
 
 def report_connect_failure(client: mqtt.Client) -> None:
-    """Log why a connection attempt failed (for drops before CONNACK, which paho does not report)."""
+    """Count and log a failed connection attempt that paho does not report (a drop before CONNACK, a refused
+    CONNACK)."""
     handler = client.on_connect_fail
-    if isinstance(handler, _ConnectFailureLog):
+    if isinstance(handler, Failover):
         handler(client, None)
 
 

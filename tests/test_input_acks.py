@@ -191,6 +191,7 @@ class TestWindowAcks:
             seen: ClassVar[list[int]] = []
 
             def process(self, item: SensorMessage | Window) -> list[EventDraft]:
+                assert isinstance(item, Window)
                 self.seen.append(item.start_ns)
                 return []
 

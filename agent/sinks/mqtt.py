@@ -17,7 +17,7 @@ from agent.outbox import Outbox, OutboxConfig
 from agent.sinks import Outgoing, Sink, SinkEnv
 from agent.sinks.home_assistant import HomeAssistant, HomeAssistantConfig
 from sensors import topics
-from sensors.mqtt import connect_properties, make_client, paho_keepalive, report_connect_failure, stop_client
+from sensors.mqtt import connect_properties, failover, make_client, paho_keepalive, report_connect_failure, stop_client
 from sensors.settings import MqttConnection
 
 log = structlog.get_logger(__name__)
@@ -56,6 +56,7 @@ class MqttSink(Sink):
         self.home_assistant = (HomeAssistant(config.home_assistant, self.prefix, device, self.status_topic,
                                              __version__) if config.home_assistant.enabled else None)
         self.client = make_client(config, config.client_id or f"{device}-out")
+        self.brokers = failover(self.client)
         # the will is stored by the broker at connect and sent when the connection dies, so it carries no
         # time (it would be the connect time); subscribers take the time they receive it
         self.client.will_set(self.status_topic, _status_payload(device, "offline", timed=False), qos=1,
@@ -80,8 +81,9 @@ class MqttSink(Sink):
         self.refused = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self.client.connect_async(config.host, config.port, paho_keepalive(config.keepalive_s), clean_start=False,
-                                  properties=connect_properties(config.session_expiry_s))
+        # the outbox is ours, not the session's: a move to another broker (``brokers``) loses no event
+        self.brokers.connect(self.client, paho_keepalive(config.keepalive_s), clean_start=False,
+                             properties=connect_properties(config.session_expiry_s))
         self.client.loop_start()
         self._pump_thread = threading.Thread(target=self._pump, name="outbox-pump", daemon=True)
         self._pump_thread.start()
@@ -107,16 +109,17 @@ class MqttSink(Sink):
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
-            log.error("mqtt connection refused", host=self.config.host, reason=str(reason))
+            log.error("mqtt connection refused", broker=self.brokers.current, reason=str(reason))
             return
         if self._disconnected_at is not None:
             self.last_connect_s = time.monotonic() - self._disconnected_at
         self.connects += 1
+        self.brokers.connected()
         if self._lost_at is not None:
             # the broker may have restarted and lost what it acknowledged since its last autosave
             self.outbox.replay(self._lost_at - self.config.outbox.replay_window_s)
             self._lost_at = None
-        log.info("mqtt connected", host=self.config.host, port=self.config.port, pending=self.outbox.pending(),
+        log.info("mqtt connected", broker=self.brokers.current, pending=self.outbox.pending(),
                  session_present=bool(getattr(flags, "session_present", False)))
         client.publish(self.status_topic, _status_payload(self.device, "online"), qos=1, retain=True)
         if self.home_assistant is not None:
@@ -128,12 +131,13 @@ class MqttSink(Sink):
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if self.connected.is_set():
-            log.warning("mqtt disconnected; events stay in the outbox", reason=str(reason))
+            log.warning("mqtt disconnected; events stay in the outbox", broker=self.brokers.current,
+                        reason=str(reason))
             self._disconnected_at = time.monotonic()
             if not self._stop.is_set():
                 self._lost_at = self._disconnected_at
-        else:  # dropped before CONNACK (e.g. a refused client certificate under TLS 1.3): say why
-            report_connect_failure(client)
+        elif not self._stop.is_set():  # dropped before CONNACK (e.g. a refused client certificate under TLS
+            report_connect_failure(client)  # 1.3): say why, and count the attempt towards a failover
         self.connected.clear()
         with self._lock:
             self._inflight.clear()
@@ -227,7 +231,8 @@ class MqttSink(Sink):
                 "over_limit": counters.over_limit, "storage_degraded": self.outbox.degraded is not None,
                 "in_memory": self.outbox.in_memory(), "replayed": counters.replayed,
                 "write_failures": counters.write_failures, "refused": self.refused, "connects": self.connects,
-                "last_reconnect_s": self.last_connect_s}
+                "last_reconnect_s": self.last_connect_s, "broker": self.brokers.current,
+                "failovers": self.brokers.moves}
 
     def close(self) -> None:
         if self.connected.is_set():

@@ -24,7 +24,7 @@ import structlog
 from pydantic import Field
 
 from sensors import topics
-from sensors.mqtt import connect_properties, make_client, paho_keepalive, report_connect_failure, stop_client
+from sensors.mqtt import connect_properties, failover, make_client, paho_keepalive, report_connect_failure, stop_client
 from sensors.settings import MqttConnection
 from sensors.sources import Ack, Deliver, Source, SourceEnv
 
@@ -108,6 +108,7 @@ class MqttSource(Source):
         self.config = config
         self.finished = threading.Event()
         self.client = make_client(config, config.client_id or f"{env.device}-in", manual_ack=True)
+        self.brokers = failover(self.client)
         self.subscription = topics.sensor_subscription(config.topic_prefix, config.share_group)
         self.connected = threading.Event()
         self.closing = threading.Event()
@@ -121,8 +122,11 @@ class MqttSource(Source):
             if reason.is_failure:
                 log.error("mqtt source connection refused", reason=str(reason))
                 return
+            self.brokers.connected()
+            # subscribed at every connect: another broker (``brokers``) has no session of ours
             client.subscribe(self.subscription, qos=1)
-            log.info("mqtt source connected", host=self.config.host, topic=self.subscription)
+            log.info("mqtt source connected", broker=self.brokers.current, topic=self.subscription,
+                     session_present=bool(getattr(flags, "session_present", False)))
             self.connected.set()
 
         def on_disconnect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -130,7 +134,8 @@ class MqttSource(Source):
             if self.closing.is_set():  # our own close(): a normal stop, nothing to warn about
                 log.info("mqtt source disconnected", reason=str(reason))
             elif self.connected.is_set():
-                log.warning("mqtt source disconnected; reconnecting", reason=str(reason))
+                log.warning("mqtt source disconnected; reconnecting", broker=self.brokers.current,
+                            reason=str(reason))
             else:
                 report_connect_failure(client)
             self.connected.clear()
@@ -143,8 +148,8 @@ class MqttSource(Source):
         self.client.on_disconnect = on_disconnect
         self.client.on_message = on_message
         # a stable client id and a session that outlives a disconnect: the broker keeps QoS 1 samples
-        self.client.connect_async(self.config.host, self.config.port, paho_keepalive(self.config.keepalive_s),
-                                  clean_start=False, properties=connect_properties(3600, self.config.max_unacked))
+        self.brokers.connect(self.client, paho_keepalive(self.config.keepalive_s), clean_start=False,
+                             properties=connect_properties(3600, self.config.max_unacked))
         self.client.loop_start()
         self._timer.start()
 
@@ -161,4 +166,4 @@ class MqttSource(Source):
 
     def stats(self) -> dict[str, Any]:
         return {"connected": self.connected.is_set(), "messages": self.messages, "unacked": len(self.acks),
-                "ack_timeouts": self.acks.timed_out}
+                "ack_timeouts": self.acks.timed_out, "broker": self.brokers.current, "failovers": self.brokers.moves}

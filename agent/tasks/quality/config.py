@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from agent.tasks.base import TaskConfig
+from models.quality.runtime.station import Gate, StationSettings
 
 
 class QualityConfig(TaskConfig):
@@ -20,3 +21,23 @@ class QualityConfig(TaskConfig):
     tile_batch: int = Field(default=128, ge=1, le=4096, description="tiles per model run")
     box_level: float = Field(default=0.5, gt=0, le=1,
                              description="defect box = hot cells connected to the peak above this share of it")
+    station_normal: bool = Field(
+        default=False, description="learn each camera's normal appearance from its first learn_frames frames "
+                                   "(the parts a station is commissioned with, assumed good) and temper the "
+                                   "defect classifier with it (docs/quality.md; off by default: it does not "
+                                   "pay yet with the shipped model)")
+    learn_frames: int = Field(default=100, ge=10, le=200, description="good frames a station learns from")
+    bank_size: int = Field(default=1024, ge=64, le=8192,
+                           description="feature bank entries per station (memory and time grow with it)")
+    novelty_floor: float = Field(default=0.5, ge=0, description="cells at most this unusual for the station "
+                                                                "(1.0 = its most unusual good cell) never reject")
+    novelty_full: float = Field(default=1.0, gt=0, description="cells this unusual count fully")
+    novelty_reject: float = Field(default=2.0, gt=0, description="a cell this unusual rejects the part whatever "
+                                                                 "the classifier says")
+
+    def station_settings(self) -> StationSettings:
+        return StationSettings(frames=self.learn_frames, bank_size=self.bank_size)
+
+    def gate(self) -> Gate:
+        return Gate(floor=self.novelty_floor, full=max(self.novelty_full, self.novelty_floor + 1e-3),
+                    reject=self.novelty_reject)

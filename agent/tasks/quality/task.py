@@ -1,14 +1,19 @@
 """Visual quality control: one accept/reject decision per camera frame of a part, with the defect's location.
 
 The frame is cut into overlapping tiles; the tile CNN (ONNX) gives each tile a grid of defect
-probabilities.  The part's score is the maximum over all tiles, the stitched grids form a heat
-map whose peak and surrounding hot region locate the defect.  A reject carries a JPEG crop of
-that region as the event attachment.  numpy + Pillow only: no torch at run time.
+probabilities and of cell features.  Each camera first learns its station's normal from the features
+of its first frames (:mod:`agent.tasks.quality.stations`); then a cell counts as defective in
+proportion to how unusual it is for that station.  The part's score is the maximum over the cells,
+the stitched grid is a heat map whose peak and surrounding hot region locate the defect.  A reject
+carries a JPEG crop of that region as the event attachment.  numpy + Pillow only: no torch at run time.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -18,10 +23,13 @@ from agent.events import EventDraft, ModelRef
 from agent.tasks.base import RejectedInput, Task, TaskContext
 from agent.tasks.frames import decode_frame, encode_jpeg
 from agent.tasks.quality import events
+from agent.tasks.quality.commands import COMMANDS
 from agent.tasks.quality.config import QualityConfig
 from agent.tasks.quality.simulate import CameraSimulation
+from agent.tasks.quality.stations import Station, Stations, StationStore
 from agent.windowing import Window
 from models.quality.runtime.manifest import QualityManifest
+from models.quality.runtime.station import cell_owners, frame_cells
 from models.quality.runtime.tiling import Inference, infer
 from models.runtime import Model
 from sensors.wire import Kind, SensorMessage
@@ -37,6 +45,7 @@ class QualityTask(Task[QualityConfig]):
     config_type = QualityConfig
     events = events.EVENTS
     simulation = CameraSimulation
+    commands = COMMANDS
 
     def __init__(self, config: QualityConfig, context: TaskContext) -> None:
         super().__init__(config, context)
@@ -47,6 +56,14 @@ class QualityTask(Task[QualityConfig]):
         self.threshold = typed.threshold(config.reject_threshold, config.false_reject_target)
         self.ref = ModelRef(manifest.name, manifest.version)
         self.input_name = manifest.inputs[0].name
+        self.with_features = config.station_normal and len(manifest.outputs) >= 3
+        if config.station_normal and not self.with_features:
+            context.log.warning("the quality model gives no cell features; stations do not learn their normal",
+                                model=manifest.name)
+        self.stations = Stations(StationStore(context.state_dir / "stations"), config.station_settings(),
+                                 manifest.sha256 or f"{manifest.name}-{manifest.version}", context.log)
+        self.gate = config.gate()
+        self.owners: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def check(cls, config: QualityConfig) -> None:
@@ -56,9 +73,9 @@ class QualityTask(Task[QualityConfig]):
         typed = QualityManifest(load_manifest(config.model or DEFAULT_MODEL))
         typed.threshold(config.reject_threshold, config.false_reject_target)
 
-    def run_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tile_prob, cell_prob = self.model.run({self.input_name: tiles})
-        return tile_prob, cell_prob
+    def run_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, ...]:
+        outputs = self.model.run({self.input_name: tiles})
+        return tuple(outputs[:3] if self.with_features else outputs[:2])
 
     def inspect(self, image: np.ndarray) -> Inference:
         """Tiled inference on a grayscale frame."""
@@ -69,20 +86,84 @@ class QualityTask(Task[QualityConfig]):
             raise RejectedInput(f"quality takes camera frames, got a {item.kind.name.lower()} window")
         image = decode_frame(item, mode="L")
         found = self.inspect(image)
-        reject = found.score > self.threshold
-        peak, box = self.geometry.peak_and_box(found.heat, self.config.box_level * found.score)
+        drafts: list[EventDraft] = []
+        verdict = Verdict(found.heat, found.score, "off")
+        if self.with_features and found.features is not None:
+            verdict = self._with_station(item, found, image.shape[:2], drafts)
+        reject = verdict.score > self.threshold or verdict.cause == "novelty"
+        peak, box = self.geometry.peak_and_box(verdict.heat, self.config.box_level * float(verdict.heat.max()))
         box = clip_box(box, image.shape)
         body = events.PartInspected(
-            part_id=str(item.meta.get("part_id", f"{item.sensor_id}-{item.seq}")),
+            part_id=part_id(item),
             decision="reject" if reject else "accept",
             threshold=self.threshold,
-            location=events.DefectLocation(box=list(box), peak=list(peak), peak_score=found.score),
+            location=events.DefectLocation(box=list(box), peak=list(peak), peak_score=float(verdict.heat.max())),
             tiles=len(found.tile_scores),
             frame=events.FrameSize(width=int(image.shape[1]), height=int(image.shape[0])),
+            station=verdict.station, classifier_score=found.score, novelty=verdict.novelty,
+            cause=(verdict.cause or "defect") if reject else None,
         )
+        if reject and verdict.points is not None:
+            self._keep_reject(item, verdict)
         attachment = self.crop(image, box) if reject else None
-        return [body.draft(item.sensor_id, item.timestamp_ns, "alarm" if reject else "info", found.score,
-                           self.ref, attachment)]
+        drafts.append(body.draft(item.sensor_id, item.timestamp_ns, "alarm" if reject else "info", verdict.score,
+                                 self.ref, attachment))
+        return drafts
+
+    def _with_station(self, item: SensorMessage, found: Inference, shape: tuple[int, int],
+                      drafts: list[EventDraft]) -> Verdict:
+        """Learn from the frame while the station learns; once learned, temper the classifier with it."""
+        assert found.features is not None
+        owners = self.owners.get(shape)
+        if owners is None:
+            owners = self.owners[shape] = cell_owners(self.geometry, found.ys, found.xs, shape)
+        cells = frame_cells(found.features, owners)
+        station, started = self.stations.station(item.sensor_id, shape)
+        if started:
+            drafts.append(self._learning_event(station, item.timestamp_ns))
+        if station.normal is None:
+            if self.stations.learn(station, cells):
+                drafts.append(self._ready_event(station, item.timestamp_ns))
+            return Verdict(found.heat, found.score, "learning")
+        novelty = station.normal.novelty(cells).reshape(found.heat.shape)
+        combined = self.gate.combine(found.heat, novelty)
+        most_novel = float(novelty.max())
+        cause: Literal["novelty"] | None = None
+        if most_novel > self.gate.reject and float(combined.max()) <= self.threshold:
+            heat, cause = np.minimum(novelty / self.gate.reject, 1.0).astype(np.float32), "novelty"
+        else:
+            heat = combined
+        hot = (heat >= self.config.box_level * float(heat.max())).ravel()
+        points = station.normal.project(cells[hot][:64])
+        return Verdict(heat, float(heat.max()), "ready", round(most_novel, 4), cause, points)
+
+    def _learning_event(self, station: Station, time_ns: int) -> EventDraft:
+        return events.BaselineLearning(frames_needed=self.config.learn_frames, reason=station.reason).draft(
+            station.camera, time_ns, "info", None, self.ref)
+
+    def _ready_event(self, station: Station, time_ns: int) -> EventDraft:
+        assert station.normal is not None
+        self.context.log.info("station normal learned", sensor=station.camera, frames=station.normal.frames)
+        return events.BaselineReady(frames=station.normal.frames, bank_size=len(station.normal.bank),
+                                    learn_s=round(time.monotonic() - station.started, 1)).draft(
+            station.camera, time_ns, "info", None, self.ref)
+
+    def _keep_reject(self, item: SensorMessage, verdict: Verdict) -> None:
+        assert verdict.points is not None
+        try:
+            self.stations.store.keep_reject(item.sensor_id, part_id(item), verdict.points)
+        except OSError as error:  # feedback is a convenience: a full disk must not lose the reject event
+            self.context.log.warning("reject not kept for feedback", sensor=item.sensor_id, error=str(error))
+
+    def tick(self, now_ns: int) -> list[EventDraft]:
+        drafts = [self._learning_event(station, now_ns) for station in self.stations.notice_resets()]
+        for result in self.stations.take_feedback():
+            self.context.log.info("false reject taken in" if result.cells else "false reject not taken in",
+                                  sensor=result.camera, part_id=result.part_id, reason=result.reason)
+            drafts.append(events.FalseRejectLearned(part_id=result.part_id, cells=result.cells,
+                                                    reason=result.reason).draft(
+                result.camera, now_ns, "info", None, self.ref))
+        return drafts
 
     def crop(self, image: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
         """JPEG of the defect area (at least ``crop_size`` square) with the box drawn in red."""
@@ -100,6 +181,22 @@ class QualityTask(Task[QualityConfig]):
 
     def close(self) -> None:
         self.model.close()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What decides a part: the heat map the decision is read from, and the station's part in it."""
+
+    heat: np.ndarray
+    score: float
+    station: Literal["off", "learning", "ready"]
+    novelty: float | None = None
+    cause: Literal["defect", "novelty"] | None = None
+    points: np.ndarray | None = None  # the hot cells' projected features, kept for false-reject feedback
+
+
+def part_id(item: SensorMessage) -> str:
+    return str(item.meta.get("part_id", f"{item.sensor_id}-{item.seq}"))
 
 
 def clip_box(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
