@@ -170,9 +170,9 @@ class TestBroadConditions:
     def test_narrow_conditions_render_the_old_frames(self) -> None:
         """``conditions="narrow"`` is the 1.0 generator: backlit, +-10 deg, no cut ends, the same pixels."""
         generator = PartGenerator(seed=7, conditions="narrow")
-        parts = [generator.part("test", i) for i in range(8)]
-        assert all(p.scene.lighting == "backlit" and abs(p.scene.angle_deg) <= 10 and p.scene.cut_ends == 0
-                   and p.scene.jpeg_quality is None for p in parts)
+        scenes = [generator.part("test", i).scene for i in range(8)]
+        assert all(s is not None and s.lighting == "backlit" and abs(s.angle_deg) <= 10 and s.cut_ends == 0
+                   and s.jpeg_quality is None for s in scenes)
         digest = hashlib.sha256(generator.part("test", 100_003, defective=True).image.tobytes()).hexdigest()
         assert digest == "9424709af05ad129d06c5caa5039c7d286f02387ccc3d1c17cbf3445c45a6daf"  # 1.0.0's frame
         with pytest.raises(ValueError, match="conditions"):
