@@ -435,9 +435,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--autosave-s", type=int, default=30, help="the broker's autosave_interval")
     parser.add_argument("--fault", action="append", choices=FAULTS, help="only these faults (default: all)")
     parser.add_argument("--verbose", action="store_true", help="list every lost event with its round and fault")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (agent logs per run, broker "
+                                                  "log, made-events.jsonl) to trace a loss")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="edge-agent-soak-") as folder:
-        result = soak(Path(folder), args.rounds, args.duration_s, args.seed, args.autosave_s,
+    with tempfile.TemporaryDirectory(prefix="edge-agent-soak-") as temporary:
+        folder = args.keep or Path(temporary)
+        folder.mkdir(parents=True, exist_ok=True)
+        result = soak(folder, args.rounds, args.duration_s, args.seed, args.autosave_s,
                       tuple(args.fault or FAULTS))
     print(render(result))
     if args.verbose:
