@@ -140,7 +140,8 @@ def learned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[EventD
 
 
 class TestStationTask:
-    def test_learning_then_ready_and_saved(self, learned: tuple[Path, list[EventDraft]]) -> None:
+    def test_learning_then_ready_and_saved(self, learned: tuple[Path, list[EventDraft]],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
         """The first frame starts learning, the LEARN-th completes it; inspection goes on meanwhile."""
         state, drafts = learned
         (learning,) = by_type(drafts, "baseline_learning")
@@ -152,7 +153,7 @@ class TestStationTask:
         assert (state / "quality" / "stations" / "camera-01.npz").is_file()
         for draft in drafts:
             jsonschema.validate(finalize(draft, "test-device", "quality"), schema())
-        assert command(state, "stations") == 0
+        assert command(state, "stations") == 0 and capsys.readouterr().out.split() == ["camera-01"]
 
     def test_resumed_station_tempers_the_classifier_and_still_rejects_a_defect(
             self, learned: tuple[Path, list[EventDraft]]) -> None:
@@ -212,6 +213,17 @@ class TestStationTask:
         (event,) = task.process(frame(image, "G2"))
         task.close()
         assert event.body["station"] == "learning" and event.body["novelty"] is None
+
+    def test_a_forgotten_camera_resumes_its_saved_normal(self, learned: tuple[Path, list]) -> None:
+        """The agent forgets the least recently seen sensors; a camera with a saved normal comes back ready."""
+        task = make_task(learned[0])
+        image = PartGenerator(SEED).part("test", 1, defective=False).image
+        task.process(frame(image, "G1"))
+        task.forget("camera-01")
+        assert "camera-01" not in task.stations.by_camera
+        drafts = task.process(frame(image, "G2"))
+        task.close()
+        assert [d.body["station"] for d in drafts] == ["ready"]
 
     def test_a_station_learned_for_another_frame_size_is_not_used(self, tmp_path: Path,
                                                                   learned: tuple[Path, list]) -> None:

@@ -55,7 +55,7 @@ def renderer(station: str, seed: int) -> Render:
         conditions = ALT_STATIONS[station]
         return lambda index, defective: render_part_with_conditions(seed, index, defective, **conditions)
     generator = PartGenerator(seed)
-    return lambda index, defective: (generator.part("test", index, defective=defective), {"lighting": "backlit"})
+    return lambda index, defective: (generator.part("test", index, defective=defective), {})  # pose: alt only
 
 
 def station_rows(task: QualityTask, station: str, render: Render, counts: tuple[int, int, int]) -> Iterator[dict]:
@@ -72,7 +72,7 @@ def station_rows(task: QualityTask, station: str, render: Render, counts: tuple[
         assert body["station"] == "ready", f"{station} did not learn from {learn} frames"
         yield {"station": station, "defective": part.defective, "decision": body["decision"],
                "score": event.score, "classifier": body["classifier_score"], "novelty": body["novelty"],
-               "lighting": conditions.get("lighting"), "angle": abs(float(conditions.get("angle_deg", 0.0))),
+               "angle": abs(float(conditions.get("angle_deg", 0.0))),
                "sizes": [d.size_px for d in part.defects], "seconds": time.perf_counter() - started,
                "near_border": near_border(body["location"]["peak"], part.image.shape)}
 

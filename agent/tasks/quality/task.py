@@ -29,12 +29,16 @@ from agent.tasks.quality.simulate import CameraSimulation
 from agent.tasks.quality.stations import Station, Stations, StationStore
 from agent.windowing import Window
 from models.quality.runtime.manifest import QualityManifest
-from models.quality.runtime.station import cell_owners, frame_cells
+from models.quality.runtime.station import StationNormal, cell_owners, frame_cells
 from models.quality.runtime.tiling import Inference, infer
 from models.runtime import Model
 from sensors.wire import Kind, SensorMessage
 
 DEFAULT_MODEL = Path(models.__file__).resolve().parent / "quality" / "manifest.yaml"
+#: a reject's hottest cells kept for false-reject feedback (a few KB)
+KEPT_CELLS = 64
+#: frame sizes whose cell owners are kept
+MAX_FRAME_SIZES = 4
 
 
 class QualityTask(Task[QualityConfig]):
@@ -63,6 +67,7 @@ class QualityTask(Task[QualityConfig]):
         self.stations = Stations(StationStore(context.state_dir / "stations"), config.station_settings(),
                                  manifest.sha256 or f"{manifest.name}-{manifest.version}", context.log)
         self.gate = config.gate()
+        #: each frame size's cell owners (computed once; a few sizes at most, so odd frames cannot grow it)
         self.owners: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @classmethod
@@ -103,7 +108,7 @@ class QualityTask(Task[QualityConfig]):
             station=verdict.station, classifier_score=found.score, novelty=verdict.novelty,
             cause=(verdict.cause or "defect") if reject else None,
         )
-        if reject and verdict.points is not None:
+        if reject and verdict.normal is not None:
             self._keep_reject(item, verdict)
         attachment = self.crop(image, box) if reject else None
         drafts.append(body.draft(item.sensor_id, item.timestamp_ns, "alarm" if reject else "info", verdict.score,
@@ -116,6 +121,8 @@ class QualityTask(Task[QualityConfig]):
         assert found.features is not None
         owners = self.owners.get(shape)
         if owners is None:
+            if len(self.owners) >= MAX_FRAME_SIZES:
+                self.owners.clear()
             owners = self.owners[shape] = cell_owners(self.geometry, found.ys, found.xs, shape)
         cells = frame_cells(found.features, owners)
         station, started = self.stations.station(item.sensor_id, shape)
@@ -133,9 +140,7 @@ class QualityTask(Task[QualityConfig]):
             heat, cause = np.minimum(novelty / self.gate.reject, 1.0).astype(np.float32), "novelty"
         else:
             heat = combined
-        hot = (heat >= self.config.box_level * float(heat.max())).ravel()
-        points = station.normal.project(cells[hot][:64])
-        return Verdict(heat, float(heat.max()), "ready", round(most_novel, 4), cause, points)
+        return Verdict(heat, float(heat.max()), "ready", round(most_novel, 4), cause, cells, station.normal)
 
     def _learning_event(self, station: Station, time_ns: int) -> EventDraft:
         return events.BaselineLearning(frames_needed=self.config.learn_frames, reason=station.reason).draft(
@@ -149,13 +154,20 @@ class QualityTask(Task[QualityConfig]):
             station.camera, time_ns, "info", None, self.ref)
 
     def _keep_reject(self, item: SensorMessage, verdict: Verdict) -> None:
-        assert verdict.points is not None
+        """Keep the reject's hottest cells (those of its box, at most KEPT_CELLS), projected, for feedback."""
+        assert verdict.normal is not None and verdict.cells is not None
+        heat = verdict.heat.ravel()
+        hottest = np.argsort(heat)[::-1][:KEPT_CELLS]
+        hottest = hottest[heat[hottest] >= self.config.box_level * float(heat.max())]
+        points = verdict.normal.project(verdict.cells[hottest])
         try:
-            self.stations.store.keep_reject(item.sensor_id, part_id(item), verdict.points)
+            self.stations.store.keep_reject(item.sensor_id, part_id(item), points)
         except OSError as error:  # feedback is a convenience: a full disk must not lose the reject event
             self.context.log.warning("reject not kept for feedback", sensor=item.sensor_id, error=str(error))
 
     def tick(self, now_ns: int) -> list[EventDraft]:
+        if not self.with_features:
+            return []
         drafts = [self._learning_event(station, now_ns) for station in self.stations.notice_resets()]
         for result in self.stations.take_feedback():
             self.context.log.info("false reject taken in" if result.cells else "false reject not taken in",
@@ -164,6 +176,9 @@ class QualityTask(Task[QualityConfig]):
                                                     reason=result.reason).draft(
                 result.camera, now_ns, "info", None, self.ref))
         return drafts
+
+    def forget(self, sensor: str) -> None:
+        self.stations.by_camera.pop(sensor, None)  # a learned normal is saved: it resumes if the camera returns
 
     def crop(self, image: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
         """JPEG of the defect area (at least ``crop_size`` square) with the box drawn in red."""
@@ -192,7 +207,8 @@ class Verdict:
     station: Literal["off", "learning", "ready"]
     novelty: float | None = None
     cause: Literal["defect", "novelty"] | None = None
-    points: np.ndarray | None = None  # the hot cells' projected features, kept for false-reject feedback
+    cells: np.ndarray | None = None  # the frame's cell features and the station's normal: a reject keeps
+    normal: StationNormal | None = None  # its hottest cells for false-reject feedback
 
 
 def part_id(item: SensorMessage) -> str:
