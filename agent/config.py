@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 import models
 from agent.metrics import MetricsConfig
 from agent.quarantine import QuarantineConfig
 from agent.simulator import SimulatorSource
 from agent.sinks import SINKS
+from agent.standby import ClusterConfig
 from agent.stats import DEFAULT_MAX_SENSORS, STATUS_TOP_SENSORS
 from agent.tasks import TASKS
 from models.runtime import DEFAULT_STATE_DIR, BackendConfig, OnnxRuntimeConfig
@@ -74,6 +75,14 @@ class AgentConfig(Strict):
                                  "watchdog pings stop and systemd restarts the agent")
     plugins: list[str] = Field(default=[], description="Python modules to import first; they may register "
                                "extra tasks with agent.tasks.register_task")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="learned state for a standby, "
+                                   "and the agents this one stands in for (docs/scaling.md)")
+
+    @model_validator(mode="after")
+    def _cluster_needs_mqtt(self) -> AgentConfig:
+        if self.cluster.active and not any(getattr(source, "kind", None) == "mqtt" for source in self.sources):
+            raise ValueError("cluster: publish_state and standby_for need an mqtt source (its broker and prefix)")
+        return self
 
     def task_configs(self) -> dict[str, Any]:
         """The enabled tasks' validated configs by task name."""

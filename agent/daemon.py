@@ -28,6 +28,7 @@ from agent.metrics import EventCounts, MetricsServer
 from agent.pipeline import Dispatcher, RejectionReporter, TaskWorker
 from agent.quarantine import Quarantine
 from agent.sinks import Outgoing, Sink, SinkEnv, make_sink
+from agent.standby import Standby
 from agent.stats import Stats
 from agent.tasks import task_types
 from agent.tasks.base import Task, TaskContext
@@ -82,6 +83,7 @@ class Agent:
         self.sinks: list[Sink] = []
         self.sources: list[Source] = []
         self.workers: dict[str, TaskWorker] = {}
+        self.standby: Standby | None = None
         self.stop_requested = threading.Event()
         self.reload_requested = threading.Event()
         self.exit_code = 0
@@ -135,7 +137,8 @@ class Agent:
         env = SourceEnv(config.device, self.zmq_context, config.max_payload_bytes)
         sources = [make_source(source, env) for source in config.sources]
         for source in sources:
-            source.start(functools.partial(self.dispatcher.submit, wait=source.can_wait))
+            deliver = functools.partial(self.dispatcher.submit, wait=source.can_wait, gaps=not source.shares_streams)
+            source.start(deliver)
         self.sources = sources
 
         def close_sources() -> None:
@@ -143,6 +146,13 @@ class Agent:
                 source.close()
 
         self.lifecycle.register("sources", close_sources)
+        if config.cluster.active:
+            mqtt_source = next(source for source in config.sources if source.kind == "mqtt")  # checked by config
+            self.standby = Standby(config.cluster, mqtt_source, env, config.state_dir, self.workers,
+                                   functools.partial(self.dispatcher.submit, gaps=not mqtt_source.share_group),
+                                   self.release_sensors)
+            self.standby.start()
+            self.lifecycle.register("standby", self.standby.close)
 
     def _build_tasks(self, config: AgentConfig) -> list[Task]:
         types = task_types()
@@ -235,6 +245,8 @@ class Agent:
                     self.exit_code = EXIT_RESTARTS
                     self.stop_requested.set()
         self._check_sensors(now)
+        if self.standby is not None:
+            self.standby.poll(now)
         rss_mb = current_rss_mb()
         if self.config.max_rss_mb and rss_mb > self.config.max_rss_mb:
             log.error("memory budget exceeded; exiting for a restart (nothing is lost: outbox and state "
@@ -263,6 +275,15 @@ class Agent:
             body = SensorOnline() if online else SensorOffline(silent_for_s=round(silence, 1))
             self.emit("agent", body.draft(sensor, time.time_ns(), "info" if online else "warning"))
 
+    def release_sensors(self, sensors: set[str]) -> None:
+        """These sensors' input went to another agent: forget their windows, task state and liveness (no
+        ``sensor_offline`` for a sensor that is now another agent's)."""
+        for worker in self.workers.values():
+            worker.release(sensors)
+        with self.stats.lock:
+            for sensor in sensors:
+                self.stats.sensors.pop(sensor, None)
+
     def busy_tasks(self) -> list[str]:
         """Tasks whose worker is still inside a call after the stop (left alone at the drain deadline)."""
         return [name for name, worker in self.workers.items() if worker.thread.is_alive()]
@@ -275,6 +296,8 @@ class Agent:
         snapshot["queues"] = {name: len(worker.queue) for name, worker in self.workers.items()}
         snapshot["sources"] = {f"{index}-{source.name}": source.stats() for index, source in enumerate(self.sources)}
         snapshot["sinks"] = {sink.name: sink.stats() for sink in self.sinks if sink.stats()}
+        if self.standby is not None:
+            snapshot["standby"] = self.standby.stats()
         snapshot["models"] = self.model_versions()
         snapshot["rss_mb"] = round(current_rss_mb(), 1)
         log.info("stats", **snapshot)

@@ -282,6 +282,12 @@ class TaskWorker:
         except Exception:
             log.exception("task failed to forget a sensor", task=self.name, sensor=sensor)
 
+    def release(self, sensors: set[str]) -> None:
+        """Let these sensors go (their input moved to another agent): drop their windows and task state."""
+        with self._swap_lock:
+            for sensor in sensors & set(self.windowers):
+                self._forget(sensor, self.windowers.pop(sensor))
+
     def swap(self, task: Task) -> Task:
         """Replace the task (after a reload) between two items; the queue and its data are kept."""
         with self._swap_lock:
@@ -331,13 +337,14 @@ class Dispatcher:
         self.report_rejection = report
         self.quarantine = quarantine or Quarantine(lambda *_: None)  # shared with the workers by the agent
 
-    def submit(self, raw: bytes, ack: Ack | None = None, wait: bool = False) -> None:
+    def submit(self, raw: bytes, ack: Ack | None = None, wait: bool = False, gaps: bool = True) -> None:
         """Called from source threads with one wire message; never raises.
 
         ``ack`` (from sources that acknowledge input) is called once the message is done with: by
         every task that takes it, or here if it is rejected or no task wants it.  ``wait``
         (recordings read as fast as possible) blocks while a task queue is full instead of applying
-        the overload policy: a file can wait, a live sensor cannot.
+        the overload policy: a file can wait, a live sensor cannot.  ``gaps`` off: the source gets only
+        part of each stream (an MQTT shared subscription), so a skipped sequence number is not a gap.
         """
         try:
             message = decode(raw, self.max_payload)
@@ -359,16 +366,16 @@ class Dispatcher:
             return
         if ack is not None:
             message = dataclasses.replace(message, ack=ack)
-        self.route(message, wait)
+        self.route(message, wait, gaps)
 
-    def route(self, message: SensorMessage, wait: bool = False) -> None:
+    def route(self, message: SensorMessage, wait: bool = False, gaps: bool = True) -> None:
         """Count a decoded message and queue it for every task that wants it (or acknowledge it if none does)."""
         if self.quarantine.blocked(message.sensor_id):
             with self.stats.lock:
                 self.stats.sensor(message.sensor_id).quarantined += 1
             message.ack()
             return
-        self._track(message)
+        self._track(message, gaps)
         targets = [worker for worker in self.workers if worker.wants(message)]
         if len(targets) > 1:  # acknowledged once, when the last task is done with it
             message = dataclasses.replace(message, ack=_countdown(message.ack, len(targets)))
@@ -377,7 +384,7 @@ class Dispatcher:
         for worker in targets:
             worker.offer(message, wait)
 
-    def _track(self, message: SensorMessage) -> None:
+    def _track(self, message: SensorMessage, gaps: bool) -> None:
         # at debug level, every message in: the soak harness tells input lost upstream from input the agent lost
         log.debug("sensor message", sensor=message.sensor_id, seq=message.seq)
         with self.stats.lock:
@@ -395,7 +402,7 @@ class Dispatcher:
             back_s = (last_time - message.timestamp_ns) / 1e9  # type: ignore[operator]
             self.report_rejection(message.sensor_id, f"timestamp went back {back_s:.3f} s; message kept",
                                   "clock_jump", source_time_ns=message.timestamp_ns)
-        if last is not None and message.seq != last + 1:
+        if gaps and last is not None and message.seq != last + 1:
             with self.stats.lock:
                 entry.gaps += 1
                 entry.missing += max(0, message.seq - last - 1)

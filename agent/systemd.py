@@ -38,6 +38,9 @@ def _address(value: str) -> str | None:
     return None  # vsock:... and other forms of newer systemd are not needed on an edge box
 
 
+NOTIFY_TIMEOUT_S = 1.0
+
+
 def notify(state: str) -> bool:
     """Send one sd_notify message (e.g. ``"READY=1"``); True if it was sent, False if not under systemd."""
     value = os.environ.get("NOTIFY_SOCKET", "")
@@ -49,6 +52,8 @@ def notify(state: str) -> bool:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # a reader that stopped reading (a full socket queue) must not hang the agent, e.g. on its way out
+            sock.settimeout(NOTIFY_TIMEOUT_S)
             sock.connect(address)
             sock.sendall(state.encode())
     except OSError as error:

@@ -6,6 +6,7 @@
     {prefix}/{device}/images/{task}/{event_id}    JPEG attachments (e.g. defect crops)
     {prefix}/{device}/errors                      rejected input and internal errors (JSON)
     {prefix}/{device}/status                      retained status; last will says "offline"
+    {prefix}/{device}/state/{task}/{file}         retained learned state, for a standby agent (docs/scaling.md)
 """
 
 from __future__ import annotations
@@ -22,8 +23,25 @@ def sensor_topic(prefix: str, kind: Kind, sensor_id: str) -> str:
 
 def sensor_subscription(prefix: str, share_group: str | None = None) -> str:
     """All sensor input; with a share group, MQTT 5 shared subscription to split load over agents."""
-    topic = f"{prefix}/sensors/+/+"
-    return f"$share/{share_group}/{topic}" if share_group else topic
+    return sensor_subscriptions(prefix, share_group)[0]
+
+
+def sensor_subscriptions(prefix: str, share_group: str | None = None, sensors: list[str] | None = None) -> list[str]:
+    """All sensor input, or only the named sensors' (of any kind); with a share group, MQTT 5 shared
+    subscriptions that split the load over the group's agents."""
+    topics = [f"{prefix}/sensors/+/{sensor}" for sensor in sensors] if sensors else [f"{prefix}/sensors/+/+"]
+    return [f"$share/{share_group}/{topic}" for topic in topics] if share_group else topics
+
+
+def sensor_of(topic: str) -> str | None:
+    """The sensor id of a sensor input topic (the last level), None for another topic."""
+    parts = topic.split("/")
+    return parts[-1] if len(parts) >= 3 and parts[-3] == "sensors" else None
+
+
+def state_topic(prefix: str, device: str, relative: str = "#") -> str:
+    """A learned state file (``task/file``) an agent publishes, retained, for its standby."""
+    return f"{prefix}/{device}/state/{relative}"
 
 
 ERROR_TYPES = frozenset({"input_rejected", "clock_jump"})

@@ -46,6 +46,9 @@ class Source(abc.ABC):
     #: True for sources that can wait (a recording read as fast as possible): a full task queue
     #: then blocks the source instead of dropping the oldest message
     can_wait: bool = False
+    #: True when other agents take part of the same streams (an MQTT shared subscription): a skipped
+    #: sequence number is then another agent's message, not a gap
+    shares_streams: bool = False
     #: set when a finite source (a recording) has delivered everything
     finished: threading.Event
     #: why a finite source stopped before its end (e.g. a recording damaged half-way), for the exit code

@@ -37,6 +37,8 @@ class MqttSourceConfig(MqttConnection):
     kind: Literal["mqtt"]
     share_group: str | None = Field(default=None, description="MQTT 5 shared subscription group, to split "
                                     "sensor streams between several agents")
+    sensors: list[str] | None = Field(default=None, min_length=1, description="subscribe to these sensors only "
+                                      "(any kind); default all. Splits sensors between agents by config")
     client_id: str | None = Field(default=None, description="defaults to '<device>-in'")
     max_unacked: int = Field(default=1000, ge=1, le=65535, description="QoS 1 messages the broker may send "
                              "before we acknowledge (MQTT 5 Receive Maximum); more than the messages of all "
@@ -98,18 +100,31 @@ class InOrderAcks:
         return len(self._queue)
 
 
+SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: another connection took the client id
+
+
 class MqttSource(Source):
-    """Subscribes to sensor topics with QoS 1 in a persistent MQTT 5 session; acknowledges after use."""
+    """Subscribes to sensor topics with QoS 1 in a persistent MQTT 5 session; acknowledges after use.
+
+    ``standing_in``: the session is another agent's (a standby took it over, agent/standby.py); when that
+    agent connects again and takes it back, this source stops instead of taking it back in turn, and sets
+    ``handed_back``.  It notes the sensors it delivered (``sensors_seen``) so they can be let go.
+    """
 
     name = "mqtt"
     config_type = MqttSourceConfig
 
-    def __init__(self, config: MqttSourceConfig, env: SourceEnv) -> None:
+    def __init__(self, config: MqttSourceConfig, env: SourceEnv, standing_in: bool = False) -> None:
         self.config = config
         self.finished = threading.Event()
-        self.client = make_client(config, config.client_id or f"{env.device}-in", manual_ack=True)
+        self.client_id = config.client_id or f"{env.device}-in"
+        self.client = make_client(config, self.client_id, manual_ack=True)
         self.brokers = failover(self.client)
-        self.subscription = topics.sensor_subscription(config.topic_prefix, config.share_group)
+        self.subscriptions = topics.sensor_subscriptions(config.topic_prefix, config.share_group, config.sensors)
+        self.shares_streams = config.share_group is not None
+        self.standing_in = standing_in
+        self.handed_back = threading.Event()
+        self.sensors_seen: set[str] = set()
         self.connected = threading.Event()
         self.closing = threading.Event()
         self.messages = 0
@@ -124,14 +139,18 @@ class MqttSource(Source):
                 return
             self.brokers.connected()
             # subscribed at every connect: another broker (``brokers``) has no session of ours
-            client.subscribe(self.subscription, qos=1)
-            log.info("mqtt source connected", broker=self.brokers.current, topic=self.subscription,
+            client.subscribe([(topic, 1) for topic in self.subscriptions])
+            log.info("mqtt source connected", broker=self.brokers.current, topics=self.subscriptions,
                      session_present=bool(getattr(flags, "session_present", False)))
             self.connected.set()
 
         def on_disconnect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
             self.acks.reset()
-            if self.closing.is_set():  # our own close(): a normal stop, nothing to warn about
+            if self.standing_in and getattr(reason, "value", None) == SESSION_TAKEN_OVER:
+                log.info("the agent we stood in for took its input session back", client_id=self.client_id)
+                self.handed_back.set()
+                client.disconnect()  # no reconnect: that would take the session from its owner again
+            elif self.closing.is_set():  # our own close(): a normal stop, nothing to warn about
                 log.info("mqtt source disconnected", reason=str(reason))
             elif self.connected.is_set():
                 log.warning("mqtt source disconnected; reconnecting", broker=self.brokers.current,
@@ -142,6 +161,10 @@ class MqttSource(Source):
 
         def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
             self.messages += 1
+            if self.standing_in:
+                sensor = topics.sensor_of(message.topic)
+                if sensor is not None:
+                    self.sensors_seen.add(sensor)
             deliver(bytes(message.payload), self.acks.add(message.mid, message.qos) if message.qos else None)
 
         self.client.on_connect = on_connect
