@@ -29,14 +29,18 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
 # Accounts by role, as acl.sh takes them; "stranger" has a certificate from the site's CA but no ACL block.
 AGENTS, SENSORS, OPERATORS = ("device-01", "device-02"), ("sensor-01", "sensor-02"), ("operator",)
 USERS = (*AGENTS, *SENSORS, *OPERATORS, "stranger")
+STANDBY = ("device-02:device-01",)  # device-02 stands in for device-01 (agent/standby.py)
 PASSWORD = "correct horse battery staple"
 TIMEOUT = 5.0
 
 
-def write_access(path: Path, agents: tuple[str, ...], sensors: tuple[str, ...], operators: tuple[str, ...]) -> str:
-    """Run deploy/mosquitto/access.py for these accounts into ``path``; returns the JSON text."""
+def write_access(path: Path, agents: tuple[str, ...], sensors: tuple[str, ...], operators: tuple[str, ...],
+                 standby: tuple[str, ...] = ()) -> str:
+    """Run deploy/mosquitto/access.py for these accounts (``standby``: 'AGENT:OWNER') into ``path``; returns the
+    JSON text."""
     arguments = [sys.executable, str(DEPLOY / "access.py")]
-    for flag, names in (("--agent", agents), ("--sensor", sensors), ("--operator", operators)):
+    for flag, names in (("--agent", agents), ("--sensor", sensors), ("--operator", operators),
+                        ("--standby", standby)):
         for name in names:
             arguments += [flag, name]
     text = subprocess.run(arguments, capture_output=True, text=True, timeout=30, check=True).stdout
@@ -87,7 +91,7 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     shutil.copy(pki.ca_cert, certs / "ca.crt")
     shutil.copy(pki.server.cert, certs / "server.crt")
     shutil.copy(pki.server.key, certs / "server.key")
-    write_access(directory / "dynamic-security.json", AGENTS, SENSORS, OPERATORS)
+    write_access(directory / "dynamic-security.json", AGENTS, SENSORS, OPERATORS, STANDBY)
     port = free_port()
     config = directory / "mosquitto.conf"
     config.write_text(broker_config_variant((DEPLOY / "mosquitto.conf").read_text(), directory, port))
@@ -321,6 +325,18 @@ class TestAgent:
         assert wait_for(operator, "edge/device-01/health/vibration", b"health")
         assert delivered_nothing_forged(operator, device, "edge/device-01/events/quality/part_inspected")
 
+    def test_a_standby_reads_its_owners_status_and_state_only(self, sessions: dict[str, Session]) -> None:
+        """device-02 stands in for device-01: it reads device-01's retained status and learned state, not its
+        events; device-01 is no standby and reads nothing of device-02's."""
+        owner, standby = sessions["device-01"], sessions["device-02"]
+        assert standby.subscribe("edge/device-01/status") and standby.subscribe("edge/device-01/state/#")
+        assert not standby.subscribe("edge/device-01/events/#")
+        assert not owner.subscribe("edge/device-02/status") and not owner.subscribe("edge/device-02/state/#")
+        owner.publish("edge/device-01/state/vibration/pump-1.json", b"{}", retain=True)
+        assert wait_for(standby, "edge/device-01/state/vibration/pump-1.json", b"{}")
+        owner.publish("edge/device-01/status", b"offline", retain=True)
+        assert wait_for(standby, "edge/device-01/status", b"offline")
+
     def test_reads_sensor_input_directly_and_shared(self, sessions: dict[str, Session]) -> None:
         """An agent's plain and MQTT 5 shared subscriptions to sensor input are granted and receive it."""
         plain, shared, sensor = sessions["device-01"], sessions["device-02"], sessions["sensor-02"]
@@ -413,7 +429,9 @@ def test_access_py_refuses_names_that_widen_a_rule() -> None:
     """Wildcards, slashes, an agent named "sensors" or a name given two roles would grant more than one account's
     topics."""
     for arguments in (["--agent", "sensors"], ["--agent", "dev/+"], ["--sensor", "#"], ["--operator", "a b"],
-                      ["--agent", "x", "--sensor", "x"]):
+                      ["--agent", "x", "--sensor", "x"], ["--agent", "x", "--standby", "x:y"],
+                      ["--agent", "x", "--standby", "x:x"], ["--agent", "x", "--agent", "y", "--standby", "x"]):
         result = subprocess.run([sys.executable, str(DEPLOY / "access.py"), *arguments], capture_output=True,
                                 text=True, timeout=30, check=False)
-        assert result.returncode == 2 and "refusing" in result.stderr, (arguments, result)
+        assert result.returncode == 2 and ("refusing" in result.stderr or "--standby takes" in result.stderr), (
+            arguments, result)
