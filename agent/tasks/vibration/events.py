@@ -16,6 +16,8 @@ class BaselineLearning(EventBody):
     severity = "info"
     windows_needed: int = Field(description="windows of data that define the normal state")
     window_s: float = Field(description="window length, seconds")
+    mode: Literal["continuous", "snapshot"] = Field(
+        description="continuous: a window every hop_s; snapshot: one window per burst (docs/wire-format.md)")
     scorer: str = Field(description="the anomaly scorer")
     reason: str = Field(description="why it learns: new machine, baseline reset, stream changed, ...")
 
@@ -26,6 +28,9 @@ class BaselineReady(EventBody):
     type = "baseline_ready"
     severity = "info"
     windows: int = Field(description="windows the normal state was learnt from")
+    span_s: float = Field(description="source time from the first to the last of those windows, seconds: about "
+                                      "windows x hop_s for a continuous stream, windows x the burst interval "
+                                      "for a snapshot sensor")
     threshold: float = Field(description="alarm threshold on the smoothed score")
     scorer: str = Field(description="the anomaly scorer")
     features: int = Field(description="monitored features")
@@ -59,7 +64,8 @@ class AnomalyRaised(EventBody):
 
 
 class AnomalyUpdated(AnomalyRaised):
-    """As ``anomaly_raised``, while the anomaly lasts; rate-limited by ``update_interval_s``."""
+    """As ``anomaly_raised``, while the anomaly lasts; at most one per ``update_interval_s`` of source time and
+    per ``update_windows`` windows (defaults 60 s and 12: on 20-min snapshots one every 4 h)."""
 
     type = "anomaly_updated"
     severity = "warning"

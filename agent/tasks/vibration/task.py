@@ -11,7 +11,6 @@ deleting a file (``edge-agent reset-baseline SENSOR``) makes the machine learn a
 
 from __future__ import annotations
 
-import fnmatch
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,13 +106,19 @@ class VibrationTask(Task[VibrationConfig]):
     def _new_scorer(self) -> Scorer:
         return make_scorer(self.config.scorer, self.model)
 
+    @classmethod
+    def warnings(cls, config: VibrationConfig) -> list[str]:
+        return config.warnings()
+
+    def snapshot_stream(self, sensor: str) -> bool:
+        return self.config.mode_of(sensor) == "snapshot"
+
     def _feature_settings(self, sensor: str) -> FeatureSettings:
         config = self.config
         bearing, shaft = config.bearing, config.shaft_hz
-        for pattern, machine in config.machines.items():
-            if fnmatch.fnmatchcase(sensor, pattern):
-                bearing, shaft = machine.bearing or bearing, machine.shaft_hz or shaft
-                break
+        machine = config.machine(sensor)
+        if machine is not None:
+            bearing, shaft = machine.bearing or bearing, machine.shaft_hz or shaft
         return FeatureSettings(geometry=bearing.geometry(), shaft_hz=shaft, shaft_range_hz=config.shaft_range_hz)
 
     def _fingerprint(self, window: Window) -> dict[str, Any]:
@@ -191,12 +196,14 @@ class VibrationTask(Task[VibrationConfig]):
         if transition == "baseline_learning":
             reason = machine.notes.pop() if machine.notes else "new machine"
             return events.BaselineLearning(
-                windows_needed=settings.baseline_windows, window_s=settings.window_s, scorer=settings.scorer,
-                reason=reason).draft(sensor, decision.time_ns, "info", None, self.model_ref)
+                windows_needed=monitor.settings.baseline_windows, window_s=settings.window_s,
+                mode=settings.mode_of(sensor), scorer=settings.scorer, reason=reason,
+            ).draft(sensor, decision.time_ns, "info", None, self.model_ref)
         if transition == "baseline_ready":
             assert decision.threshold is not None  # a ready baseline has a threshold
             return events.BaselineReady(
-                windows=decision.collected, threshold=decision.threshold, scorer=settings.scorer,
+                windows=decision.collected, span_s=round(monitor.baseline_span_s, 3), threshold=decision.threshold,
+                scorer=settings.scorer,
                 features=len(monitor.names), shaft_hz=round(machine.shaft_hz, 2),
             ).draft(sensor, decision.time_ns, "info", decision.threshold, self.model_ref)
         if transition == "cleared":
