@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from pathlib import Path
 
@@ -17,11 +18,14 @@ from agent.pipeline import TaskWorker
 from agent.stats import Stats
 from agent.tasks.base import TaskContext
 from agent.tasks.vibration.task import VibrationConfig, VibrationTask
+from agent.testing import RunningAgent, publisher, stop_client, subscriber
 from agent.windowing import Window, Windower
 from models.runtime import load_model
+from sensors import topics
 from sensors.simulate.vibration import Acquisition, MachineSpec, RunSpec, VibrationSimulator, run_to_failure
-from sensors.wire import Kind, SensorMessage
+from sensors.wire import Kind, SensorMessage, encode
 from tests.cli_runner import cli, config_dict
+from tests.conftest import Broker
 
 FS = 8000.0
 START_NS = 10**18
@@ -132,6 +136,31 @@ class TestSnapshotTask:
         updates = [snapshot_starts.index(d.source_time_ns) for d in emitted if d.type == "anomaly_updated"]
         alarm_on = [snapshot_starts.index(raised.source_time_ns), *updates]
         assert updates and min(np.diff(alarm_on)) >= 4
+
+
+class TestThroughMosquitto:
+    def test_snapshots_published_over_mqtt_make_a_baseline_in_bursts(self, tmp_path: Path, broker: Broker) -> None:
+        """The daemon, configured `mode: snapshot` with the old example's hop_s, reads 12 bursts published to a
+        real Mosquitto and is ready after 10 of them, its baseline spanning 9 burst intervals."""
+        mqtt = {"host": "127.0.0.1", "port": broker.port}
+        config = config_dict(tmp_path / "state", sources=[{"kind": "mqtt", **mqtt}], sinks=[{"kind": "mqtt", **mqtt}],
+                             tasks={"vibration": {"scorer": "mahalanobis", "mode": "snapshot", "window_s": 1.0,
+                                                  "hop_s": 1200.0, "baseline_windows": 10}})
+        running = RunningAgent(config)
+        client, received = subscriber(broker.port, "edge/line3/events/vibration/baseline_ready")
+        sensors = publisher(broker.port)
+        try:
+            broker.wait_for_subscription("edge/sensors/+/+")
+            stream = snapshot_stream(12)
+            for message in stream:
+                sensors.publish(topics.sensor_topic("edge", Kind.VIBRATION, "pump-1"), encode(message), qos=1)
+            event = json.loads(received.get(timeout=30).payload)
+        finally:
+            stop_client(client)
+            stop_client(sensors)
+            running.stop()
+        assert event["sensor"] == "pump-1" and event["body"]["windows"] == 10
+        assert event["body"]["span_s"] == 9 * INTERVAL_S
 
 
 class TestValidateConfig:
