@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -46,6 +47,16 @@ def windows(kind: FaultKind | None, duration_s: float = 45.0, onset_s: float = 2
         assert stream_break is None
         out.extend(cut)
     return out
+
+
+def check_scores(event_type: str, score: float | None, body: dict) -> None:
+    """What docs/events.md says of a vibration event's two scales: anomaly events carry the anomaly score (and
+    the 0-100 health index in the body), health events the 0-100 health index (and the anomaly score in the body)."""
+    if event_type in ("anomaly_raised", "anomaly_updated"):
+        assert score == body["score"] and 0 <= body["health"] <= 100 and body["health"] != body["score"]
+    elif event_type == "health":
+        assert score == body["health"] and (score is None or 0 <= score <= 100)
+        assert body["threshold"] is None or body["score"] is not None
 
 
 def run(task: VibrationTask, items: list[Window]) -> list[EventDraft]:
@@ -105,6 +116,17 @@ class TestEvents:
         assert {"baseline_learning", "baseline_ready", "anomaly_raised", "health"} <= set(types(drafts))
         for draft in drafts:
             jsonschema.validate(finalize(draft, "edge-1", "vibration"), schema())
+            check_scores(draft.type, draft.score, draft.body)
+
+    def test_the_documented_examples_use_the_scores_as_the_code_does(self) -> None:
+        """The vibration examples in docs/events.md put the health index and the anomaly score where the task does
+        (the checks of test_every_event_is_schema_valid's drafts)."""
+        text = (Path(__file__).parents[1] / "docs" / "events.md").read_text()
+        examples = [json.loads(block.split("```", 1)[0]) for block in text.split("```json\n")[1:]]
+        vibration = [event for event in examples if event.get("task") == "vibration"]
+        assert {event["type"] for event in vibration} >= {"anomaly_raised", "health"}
+        for event in vibration:
+            check_scores(event["type"], event["score"], event["body"])
 
 
 class TestRejections:

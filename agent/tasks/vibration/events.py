@@ -93,8 +93,10 @@ class Health(EventBody):
     rejected: int = Field(description="windows rejected since the last health event")
     spikes_removed: int = Field(description="spikes removed since the last health event")
     shaft_hz: float = Field(description="last shaft speed, Hz")
-    score: float | None = Field(description="last smoothed anomaly score (null before the first window)")
-    threshold: float | None = Field(description="alarm threshold; null while learning")
+    score: float | None = Field(description="last smoothed anomaly score, on the scorer's scale like "
+                                            "anomaly_raised's score, not the 0-100 health (null before the first "
+                                            "window)")
+    threshold: float | None = Field(description="alarm threshold on that score; null while learning")
     baseline_progress: float | None = Field(default=None, description="share of the baseline learnt, while learning")
 
 
