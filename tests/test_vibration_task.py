@@ -30,7 +30,7 @@ LSTM_MANIFEST = Path(__file__).resolve().parents[1] / "models" / "vibration" / "
 
 def make_task(state_dir: Path, **config: object) -> VibrationTask:
     settings = {"baseline_windows": 40, "window_s": WINDOW_S, "hop_s": WINDOW_S, "update_interval_s": 5.0,
-                "health_interval_s": 1e-3, "shaft_hz": None, **config}
+                "health_interval_s": 1e-3, "shaft_hz": None, "bearing": {}, **config}
     context = TaskContext("edge-1", state_dir, load_model, structlog.get_logger())
     return VibrationTask(VibrationConfig(**settings), context)
 
@@ -83,6 +83,18 @@ class TestEvents:
         assert body["top_features"][0]["feature"].startswith("ch") and abs(body["top_features"][0]["z"]) > 3
         assert body["fault_frequencies_hz"]["bpfo"] == pytest.approx(MACHINE.geometry.orders()["bpfo"]
                                                                      * body["shaft_hz"], rel=1e-3)
+
+    def test_without_the_bearing_geometry_no_race_is_named(self, tmp_path: Path) -> None:
+        """No bearing configured: the same fault is raised, but as likely_fault unknown, with no fault frequencies
+        or evidence from a default bearing; a machine pattern's bearing makes it named again."""
+        stream = windows("outer_race")
+        [raised] = [d for d in run(make_task(tmp_path / "a", bearing=None), stream) if d.type == "anomaly_raised"]
+        assert raised.body["likely_fault"] == "unknown"
+        assert raised.body["fault_frequencies_hz"] == {} and raised.body["fault_evidence_z"] == {}
+        jsonschema.validate(finalize(raised, "edge-1", "vibration"), schema())
+        per_machine = make_task(tmp_path / "b", bearing=None, machines={"pump-*": {"bearing": {}}})
+        [named] = [d for d in run(per_machine, stream) if d.type == "anomaly_raised"]
+        assert named.body["likely_fault"] == "outer_race"
 
     def test_healthy_machine_raises_nothing(self, tmp_path: Path) -> None:
         """A healthy stream gives the baseline events and no anomaly."""
@@ -200,6 +212,17 @@ class TestConfig:
         """Unknown scorers or features, and k > n, are refused at validation."""
         with pytest.raises(ValidationError, match=message):
             VibrationConfig(**{field: value})
+
+    @pytest.mark.parametrize(("settings", "warned"), [
+        ({}, True),
+        ({"bearing": {}}, False),
+        ({"sensors": ["pump-*", "fan-*"], "machines": {"pump-*": {"bearing": {}}}}, True),
+        ({"sensors": ["pump-*", "fan-*"], "machines": {"pump-*": {"bearing": {}}, "fan-*": {"bearing": {}}}}, False),
+    ])
+    def test_validate_config_warns_without_a_bearing_geometry(self, settings: dict, warned: bool) -> None:
+        """Fault typing needs the bearing geometry: a sensors pattern no bearing covers draws a warning."""
+        warnings = VibrationConfig(**settings).warnings()
+        assert any("fault typing needs it" in warning for warning in warnings) == warned
 
     def test_per_machine_bearing_and_speed(self, tmp_path: Path) -> None:
         """A machine pattern's bearing and shaft speed are used for matching sensors only."""

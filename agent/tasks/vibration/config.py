@@ -66,7 +66,10 @@ class VibrationConfig(TaskConfig, MonitorSettings):
     save_interval_s: float = Field(default=60.0, gt=0, le=86_400, description="period of saving learnt state")
     max_flat_fraction: float = Field(default=0.05, gt=0, lt=1,
                                      description="reject windows with more repeated samples (dropouts)")
-    bearing: BearingConfig = Field(default_factory=BearingConfig, description="default bearing geometry")
+    bearing: BearingConfig | None = Field(
+        default=None, description="default bearing geometry; without one (here or per machine) anomalies are "
+                                  "raised but no fault type is named (likely_fault: unknown); `bearing: {}` takes "
+                                  "the IMS rig's ZA-2115")
     shaft_hz: float | None = Field(default=None, gt=0, le=1000,
                                    description="default shaft speed, Hz; unset: estimated from each window")
     shaft_range_hz: tuple[float, float] = Field(default=(5.0, 120.0),
@@ -105,9 +108,15 @@ class VibrationConfig(TaskConfig, MonitorSettings):
         machine = self.machine(sensor)
         return machine.mode if machine is not None and machine.mode is not None else self.mode
 
+    def bearing_of(self, sensor: str) -> BearingConfig | None:
+        """The sensor's bearing geometry: its machine pattern's, else the task's; None if neither is set."""
+        machine = self.machine(sensor)
+        return machine.bearing if machine is not None and machine.bearing is not None else self.bearing
+
     def warnings(self) -> list[str]:
         """What validate-config warns about: a continuous hop far longer than the window (a snapshot sensor
-        configured the old way, whose baseline would take hop_s x baseline_windows of stream)."""
+        configured the old way, whose baseline would take hop_s x baseline_windows of stream), and sensors
+        without a bearing geometry (their alarms name no fault type)."""
         modes = {self.mode} | {machine.mode for machine in self.machines.values() if machine.mode}
         found = []
         if "continuous" in modes and self.hop_s >= FAR_HOP * self.window_s:
@@ -118,6 +127,10 @@ class VibrationConfig(TaskConfig, MonitorSettings):
                 f"({self.baseline_windows} windows) takes {hours:.4g} h of samples (years if the sensor sends "
                 "short bursts); for a sensor that sends a burst every few minutes set `mode: snapshot` (one "
                 "window per burst) and leave hop_s out")
+        if self.bearing is None and not all(self.bearing_of(pattern) is not None for pattern in self.sensors):
+            found.append("no bearing geometry for some sensors (set `bearing`, or `bearing` per machine pattern "
+                         "covering every `sensors` pattern): fault typing needs it, so their anomalies say "
+                         "likely_fault: unknown instead of naming a race")
         return found
 
     def monitor_settings(self, validated: Mapping[str, float] | None = None) -> MonitorSettings:

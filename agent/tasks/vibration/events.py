@@ -56,11 +56,14 @@ class AnomalyRaised(EventBody):
     threshold: float = Field(description="alarm threshold")
     health: float = Field(description="0-100 health index (50 at the threshold)")
     top_features: list[FeatureDeviation] = Field(description="the features that deviate most from normal")
-    likely_fault: Literal["outer_race", "inner_race", "rolling_element", "cage"] | None = Field(
-        description="the bearing fault the envelope spectrum points to, or null when none stands out")
-    fault_evidence_z: dict[str, float] = Field(description="z-score of each envelope fault-frequency feature")
+    likely_fault: Literal["outer_race", "inner_race", "rolling_element", "cage", "unknown"] | None = Field(
+        description="the bearing fault the envelope spectrum points to, or null when none stands out; unknown "
+                    "when the machine's bearing geometry is not configured (no race is named from a guess)")
+    fault_evidence_z: dict[str, float] = Field(description="z-score of each envelope fault-frequency feature "
+                                                           "(empty without the bearing geometry)")
     shaft_hz: float = Field(description="shaft speed, Hz")
-    fault_frequencies_hz: dict[str, float] = Field(description="the bearing's fault frequencies at that speed")
+    fault_frequencies_hz: dict[str, float] = Field(description="the bearing's fault frequencies at that speed "
+                                                               "(empty without the bearing geometry)")
 
 
 class AnomalyUpdated(AnomalyRaised):

@@ -37,6 +37,7 @@ from models.vibration.runtime.features import (
 from models.vibration.runtime.manifest import VibrationManifest
 from models.vibration.runtime.monitor import Decision, MachineMonitor, StateStore
 from models.vibration.runtime.scorers import Scorer, make_scorer, scorer_class
+from sensors.bearing import BearingGeometry
 from sensors.errors import ConfigError, StateError
 from sensors.wire import Kind, SensorMessage
 
@@ -50,6 +51,8 @@ class _Machine:
     #: where the monitored features sit in the full feature vector
     columns: np.ndarray
     saved: bool = False
+    #: whether its bearing geometry is configured (else no fault type is named from a default bearing)
+    bearing_known: bool = True
     last: Decision | None = None
     last_time_ns: int = 0
     shaft_hz: float = 0.0
@@ -114,12 +117,13 @@ class VibrationTask(Task[VibrationConfig]):
         return self.config.mode_of(sensor) == "snapshot"
 
     def _feature_settings(self, sensor: str) -> FeatureSettings:
+        """The machine's features: its bearing's fault frequencies (the default bearing's when none is configured:
+        the model's envelope features need some, but then no fault type is named) and its shaft speed."""
         config = self.config
-        bearing, shaft = config.bearing, config.shaft_hz
-        machine = config.machine(sensor)
-        if machine is not None:
-            bearing, shaft = machine.bearing or bearing, machine.shaft_hz or shaft
-        return FeatureSettings(geometry=bearing.geometry(), shaft_hz=shaft, shaft_range_hz=config.shaft_range_hz)
+        bearing, machine = config.bearing_of(sensor), config.machine(sensor)
+        shaft = (machine.shaft_hz or config.shaft_hz) if machine is not None else config.shaft_hz
+        return FeatureSettings(geometry=bearing.geometry() if bearing is not None else BearingGeometry(),
+                               shaft_hz=shaft, shaft_range_hz=config.shaft_range_hz)
 
     def _fingerprint(self, window: Window) -> dict[str, Any]:
         return {"scorer": self.model_ref.name, "model_version": self.model_ref.version,
@@ -159,7 +163,8 @@ class VibrationTask(Task[VibrationConfig]):
                 except StateError as error:  # a bug's ValueError must surface, not pass for a stale file
                     note = f"saved state not usable: {error}"
         self.machines[sensor] = machine = _Machine(monitor, self._feature_settings(sensor),
-                                                   column_index(window.samples.shape[1], names), saved=not note)
+                                                   column_index(window.samples.shape[1], names), saved=not note,
+                                                   bearing_known=self.config.bearing_of(sensor) is not None)
         if note:
             self.context.log.info("learning normal state", sensor=sensor, reason=note)
             machine.notes.append(note)
@@ -224,8 +229,12 @@ class VibrationTask(Task[VibrationConfig]):
                       kind: type[AnomalyRaised]) -> AnomalyRaised:
         assert decision.z is not None  # monitoring decisions carry z-scores
         monitor = machine.monitor
-        fault, evidence = monitor.likely_fault(decision.z)
-        frequencies = machine.settings.geometry.frequencies(machine.shaft_hz)
+        fault: str | None
+        if machine.bearing_known:
+            fault, evidence = monitor.likely_fault(decision.z)
+            frequencies = machine.settings.geometry.frequencies(machine.shaft_hz)
+        else:  # the envelope features sit at a default bearing's frequencies: they name no race of this one
+            fault, evidence, frequencies = "unknown", {}, {}
         return kind.model_validate({
             "level": decision.level,
             "score": decision.smoothed,
