@@ -91,10 +91,12 @@ class TestEvents:
         [raised] = [d for d in run(make_task(tmp_path / "a", bearing=None), stream) if d.type == "anomaly_raised"]
         assert raised.body["likely_fault"] == "unknown"
         assert raised.body["fault_frequencies_hz"] == {} and raised.body["fault_evidence_z"] == {}
+        # the evidence there is: the envelope spectrum's dominant line, at the (unconfigured) bearing's BPFO
+        assert raised.body["envelope_peak"]["order"] == pytest.approx(MACHINE.geometry.orders()["bpfo"], rel=0.03)
         jsonschema.validate(finalize(raised, "edge-1", "vibration"), schema())
         per_machine = make_task(tmp_path / "b", bearing=None, machines={"pump-*": {"bearing": {}}})
         [named] = [d for d in run(per_machine, stream) if d.type == "anomaly_raised"]
-        assert named.body["likely_fault"] == "outer_race"
+        assert named.body["likely_fault"] == "outer_race" and named.body["envelope_peak"] is None
 
     def test_healthy_machine_raises_nothing(self, tmp_path: Path) -> None:
         """A healthy stream gives the baseline events and no anomaly."""

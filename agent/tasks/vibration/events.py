@@ -45,6 +45,16 @@ class FeatureDeviation(BaseModel):
     z: float = Field(description="z-score against the machine's baseline")
 
 
+class EnvelopeLine(BaseModel):
+    """The strongest line of the window's envelope spectrum off the shaft harmonics."""
+
+    model_config = ConfigDict(extra="forbid")
+    hz: float = Field(description="its frequency, Hz")
+    order: float = Field(description="its frequency in multiples of the shaft speed (a bearing's fault "
+                                     "frequencies are such orders: match them against the bearing's data sheet)")
+    prominence: float = Field(description="its amplitude over the median envelope-spectrum level")
+
+
 class AnomalyRaised(EventBody):
     """The smoothed score exceeded the threshold in k of the last n windows. The event's score is the
     smoothed anomaly score."""
@@ -64,6 +74,9 @@ class AnomalyRaised(EventBody):
     shaft_hz: float = Field(description="shaft speed, Hz")
     fault_frequencies_hz: dict[str, float] = Field(description="the bearing's fault frequencies at that speed "
                                                                "(empty without the bearing geometry)")
+    envelope_peak: EnvelopeLine | None = Field(
+        default=None, description="without the bearing geometry: the evidence there is, the envelope spectrum's "
+                                  "dominant line (null with the geometry, or when no line stands out)")
 
 
 class AnomalyUpdated(AnomalyRaised):

@@ -11,6 +11,7 @@ deleting a file (``edge-agent reset-baseline SENSOR``) makes the machine learn a
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,13 @@ from agent.tasks.vibration.events import AnomalyRaised
 from agent.tasks.vibration.simulate import VibrationSimulation
 from agent.windowing import Window
 from models.runtime import Model
+from models.vibration.runtime.envelope import envelope_peak
 from models.vibration.runtime.features import (
     FeatureSettings,
     UnusableWindow,
     column_index,
     feature_names,
+    remove_spikes,
     window_features,
 )
 from models.vibration.runtime.manifest import VibrationManifest
@@ -187,12 +190,12 @@ class VibrationTask(Task[VibrationConfig]):
         machine.shaft_hz = shaft
         decision = machine.monitor.update(vector[machine.columns], item.start_ns)
         machine.last, machine.last_time_ns = decision, item.start_ns
-        draft = self._draft(item.sensor_id, machine, decision)
+        draft = self._draft(item.sensor_id, machine, decision, item)
         if decision.transition in ("baseline_ready", "raised", "cleared"):
             self._save(item.sensor_id, machine)
         return [] if draft is None else [draft]
 
-    def _draft(self, sensor: str, machine: _Machine, decision: Decision) -> EventDraft | None:
+    def _draft(self, sensor: str, machine: _Machine, decision: Decision, window: Window) -> EventDraft | None:
         settings = self.config
         transition = decision.transition
         if transition is None:
@@ -221,20 +224,23 @@ class VibrationTask(Task[VibrationConfig]):
         if transition == "raised":
             machine.raised_ns = decision.time_ns
         body = self._anomaly_body(machine, decision, events.AnomalyRaised if transition == "raised"
-                                  else events.AnomalyUpdated)
+                                  else events.AnomalyUpdated, window)
         return body.draft(sensor, decision.time_ns, "alarm" if transition == "raised" else "warning",
                           decision.smoothed, self.model_ref)
 
-    def _anomaly_body(self, machine: _Machine, decision: Decision,
-                      kind: type[AnomalyRaised]) -> AnomalyRaised:
+    def _anomaly_body(self, machine: _Machine, decision: Decision, kind: type[AnomalyRaised],
+                      window: Window) -> AnomalyRaised:
         assert decision.z is not None  # monitoring decisions carry z-scores
         monitor = machine.monitor
         fault: str | None
+        peak = None
         if machine.bearing_known:
             fault, evidence = monitor.likely_fault(decision.z)
             frequencies = machine.settings.geometry.frequencies(machine.shaft_hz)
         else:  # the envelope features sit at a default bearing's frequencies: they name no race of this one
             fault, evidence, frequencies = "unknown", {}, {}
+            peak = envelope_peak(remove_spikes(window.samples)[0], window.sample_rate, machine.shaft_hz,
+                                 machine.settings.envelope_band)
         return kind.model_validate({
             "level": decision.level,
             "score": decision.smoothed,
@@ -245,6 +251,7 @@ class VibrationTask(Task[VibrationConfig]):
             "fault_evidence_z": evidence,
             "shaft_hz": round(machine.shaft_hz, 2),
             "fault_frequencies_hz": {name: round(value, 2) for name, value in frequencies.items()},
+            "envelope_peak": None if peak is None else dataclasses.asdict(peak),
         })
 
     def tick(self, now_ns: int) -> list[EventDraft]:
