@@ -77,9 +77,11 @@ class Windower:
     With ``snapshot=True`` the stream is a series of bursts (a snapshot sensor: e.g. 1 s every 20 min), and
     each burst gives exactly one window, its first ``window_s``, whatever ``hop_s`` says.  A burst starts
     with a chunk whose time is more than :data:`SNAPSHOT_GAP` x ``window_s`` after the previous chunk's end
-    (chunks lost in a sequence gap counted in), or with the first chunk after the buffer (re)started; the
-    rest of a burst after its window is skipped, and a burst shorter than the window is discarded (reported
-    as a :class:`StreamBreak` when the next burst starts).  No grid: a burst's window starts at its first sample.
+    (chunks lost in a sequence gap counted in), with the windower's first chunk, or with input delivered
+    again from a recent burst's first chunk (their sequence numbers are remembered); after any other break the
+    rest of the burst is skipped.  The rest of a burst after its window is skipped, and a burst shorter than
+    the window is discarded (reported as a :class:`StreamBreak` when the next burst starts).  No grid: a
+    burst's window starts at its first sample.
     """
 
     def __init__(self, window_s: float, hop_s: float, reorder_chunks: int = DEFAULT_REORDER_CHUNKS,
@@ -88,6 +90,7 @@ class Windower:
         self.hop_s = hop_s
         self.snapshot = snapshot
         self.last_end_ns = 0  # where the newest chunk fed ends, in source time (snapshot mode: bursts)
+        self.burst_seqs: collections.deque[int] = collections.deque(maxlen=64)  # recent bursts' first seq
         self.buffer: np.ndarray | None = None
         self.buffer_start_ns = 0
         self.next_seq: int | None = None
@@ -177,8 +180,8 @@ class Windower:
                 self._drop_parked()
         stream_break = self._check_continuity(message, chunk.shape[1])
         burst = self.snapshot and self._new_burst(message, stream_break)
-        if burst and self.buffer is not None:
-            short = self._end_burst()
+        if burst and self.buffer is not None and (stream_break is None or stream_break.missing > 0):
+            short = self._end_burst()  # (a step back to an earlier burst parks a partial window instead)
             stream_break = stream_break or short
         if stream_break is not None:
             if self._steps_back(message):
@@ -198,6 +201,8 @@ class Windower:
             self.buffer_start_ns = message.timestamp_ns
             # snapshot mode: a window only from a burst's start, never from its middle after a break
             self.skip = (0 if burst else _REST_OF_BURST) if self.snapshot else self._to_grid(message.seq, len(chunk))
+            if burst:
+                self.burst_seqs.append(message.seq)
         else:
             if not len(self.buffer) and not self.skip:
                 # nothing pending: time restarts from this chunk (snapshot streams jump between chunks)
@@ -238,8 +243,10 @@ class Windower:
         chunks counted in)."""
         if self.next_seq is None:
             return True
-        if stream_break is not None and (stream_break.missing <= 0 or message.sample_rate != self.rate):
-            return False  # a step back, or a format change: the break handles it
+        if stream_break is not None and message.sample_rate != self.rate:
+            return False  # a format change: a window only from the next burst
+        if stream_break is not None and stream_break.missing <= 0:
+            return message.seq in self.burst_seqs  # input delivered again: from a burst's start, or its middle
         lost_ns = (stream_break.missing if stream_break else 0) * len(message.samples) / message.sample_rate * 1e9
         return message.timestamp_ns - self.last_end_ns - lost_ns > SNAPSHOT_GAP * self.window_s * 1e9
 
