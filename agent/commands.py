@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.logs import configure_logging
 from sensors.errors import EdgeAgentError, RecordingError
@@ -39,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
             RecordingSourceConfig(kind="recording", path=args.recording, speed=args.speed)]})
     preflight.check(config)
     configure_logging(config.log.level, config.log.format)
+    for warning in preflight.warnings(config):
+        structlog.get_logger(__name__).warning("config", warning=warning)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     with AgentLocks(config.state_dir, config.device):
         agent = Agent(config, args.config)
@@ -109,6 +113,8 @@ def validate_config(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     preflight.check(config)
+    for warning in preflight.warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     tasks = ", ".join(config.task_configs()) or "none"
     print(f"{args.config}: valid (device {config.device}; {len(config.sources)} source(s), "
           f"{len(config.sinks)} sink(s); tasks: {tasks})")

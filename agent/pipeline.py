@@ -184,7 +184,8 @@ class TaskWorker:
             windower = self.windowers.touch(sensor)
             if windower is None:
                 config = self.task.config
-                windower = self.windowers[sensor] = Windower(config.window_s, config.hop_s, config.reorder_chunks)
+                windower = self.windowers[sensor] = Windower(config.window_s, config.hop_s, config.reorder_chunks,
+                                                             snapshot=self.task.snapshot_stream(sensor))
             try:
                 windows, stream_break = windower.feed(message)
             except RejectedInput as error:

@@ -24,7 +24,7 @@ from sensors.errors import ConfigError, EdgeAgentError, StateError
 from sensors.settings import Secret, Tls
 from sensors.sources import SOURCES
 
-__all__ = ["check", "did_you_mean", "known_keys", "problems"]
+__all__ = ["check", "did_you_mean", "known_keys", "problems", "warnings"]
 
 #: where systemd puts a service's credentials (LoadCredential=)
 CREDENTIALS = Path("/run/credentials")
@@ -51,6 +51,12 @@ def problems(config: AgentConfig) -> list[EdgeAgentError]:
         _attempt(found, _check_file_setting, where, setting)
     _attempt(found, writable_dir, config.state_dir, "state_dir")
     return found
+
+
+def warnings(config: AgentConfig) -> list[str]:
+    """Settings that are allowed but probably a mistake, each prefixed with its task (:meth:`Task.warnings`)."""
+    types = task_types()
+    return [f"{name}: {text}" for name, task in config.task_configs().items() for text in types[name].warnings(task)]
 
 
 def _attempt(found: list[EdgeAgentError], action: Callable[..., object], *args: Any) -> None:

@@ -15,6 +15,10 @@ from sensors.wire import Kind, SensorMessage
 
 #: the most values (samples x channels) one window may hold: 64 MiB of float32, about 16 s of 1 MHz
 MAX_WINDOW_VALUES = 1 << 24
+#: in snapshot mode, a silence longer than this share of the window between two chunks starts a new burst
+SNAPSHOT_GAP = 0.5
+#: ``skip`` in snapshot mode once a burst's window was cut: the rest of the burst is passed over
+_REST_OF_BURST = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -69,11 +73,24 @@ class Windower:
     broker restart may send a later one first.  When the buffer is full, or a gap stays open for
     :data:`~agent.reorder.REORDER_TIMEOUT_S` (:meth:`expire`), the gap is declared as above and the stream
     goes on.  ``reorder_chunks=0`` feeds every chunk as it comes.
+
+    With ``snapshot=True`` the stream is a series of bursts (a snapshot sensor: e.g. 1 s every 20 min), and
+    each burst gives exactly one window, its first ``window_s``, whatever ``hop_s`` says.  A burst starts
+    with a chunk whose time is more than :data:`SNAPSHOT_GAP` x ``window_s`` after the previous chunk's end
+    (chunks lost in a sequence gap counted in), with the windower's first chunk, or with input delivered
+    again from a recent burst's first chunk (their sequence numbers are remembered); after any other break the
+    rest of the burst is skipped.  The rest of a burst after its window is skipped, and a burst shorter than
+    the window is discarded (reported as a :class:`StreamBreak` when the next burst starts).  No grid: a
+    burst's window starts at its first sample.
     """
 
-    def __init__(self, window_s: float, hop_s: float, reorder_chunks: int = DEFAULT_REORDER_CHUNKS) -> None:
+    def __init__(self, window_s: float, hop_s: float, reorder_chunks: int = DEFAULT_REORDER_CHUNKS,
+                 snapshot: bool = False) -> None:
         self.window_s = window_s
         self.hop_s = hop_s
+        self.snapshot = snapshot
+        self.last_end_ns = 0  # where the newest chunk fed ends, in source time (snapshot mode: bursts)
+        self.burst_seqs: collections.deque[int] = collections.deque(maxlen=64)  # recent bursts' first seq
         self.buffer: np.ndarray | None = None
         self.buffer_start_ns = 0
         self.next_seq: int | None = None
@@ -162,6 +179,10 @@ class Windower:
             elif message.seq >= self.parked["next_seq"] or message.timestamp_ns > self.parked["last_ns"]:
                 self._drop_parked()
         stream_break = self._check_continuity(message, chunk.shape[1])
+        burst = self.snapshot and self._new_burst(message, stream_break)
+        if burst and self.buffer is not None and (stream_break is None or stream_break.missing > 0):
+            short = self._end_burst()  # (a step back to an earlier burst parks a partial window instead)
+            stream_break = stream_break or short
         if stream_break is not None:
             if self._steps_back(message):
                 self._park()
@@ -171,13 +192,17 @@ class Windower:
             self.skip = 0
         self.fed += len(chunk)
         self.last_ns = message.timestamp_ns
+        self.last_end_ns = message.timestamp_ns + round(len(chunk) / message.sample_rate * 1e9)
         self.held.append((self.fed, message.ack))
         self.next_seq = message.seq + 1
         if self.buffer is None:
             self.rate = message.sample_rate
             self.buffer = chunk.copy()
             self.buffer_start_ns = message.timestamp_ns
-            self.skip = self._to_grid(message.seq, len(chunk))
+            # snapshot mode: a window only from a burst's start, never from its middle after a break
+            self.skip = (0 if burst else _REST_OF_BURST) if self.snapshot else self._to_grid(message.seq, len(chunk))
+            if burst:
+                self.burst_seqs.append(message.seq)
         else:
             if not len(self.buffer) and not self.skip:
                 # nothing pending: time restarts from this chunk (snapshot streams jump between chunks)
@@ -188,7 +213,8 @@ class Windower:
         if self.skip:
             dropped = min(self.skip, len(self.buffer))
             self._advance(dropped)
-            self.skip -= dropped
+            if self.skip != _REST_OF_BURST:
+                self.skip -= dropped
         return self._cut(message), stream_break
 
     def _check_continuity(self, message: SensorMessage, channels: int) -> StreamBreak | None:
@@ -212,7 +238,32 @@ class Windower:
                 and message.seq < self.next_seq and message.timestamp_ns < self.last_ns
                 and message.sample_rate == self.rate)
 
-    _STATE = ("buffer", "buffer_start_ns", "next_seq", "rate", "skip", "fed", "passed", "held", "last_ns")
+    def _new_burst(self, message: SensorMessage, stream_break: StreamBreak | None) -> bool:
+        """Snapshot mode: whether this chunk starts a new burst (the first chunk, or silence before it, lost
+        chunks counted in)."""
+        if self.next_seq is None:
+            return True
+        if stream_break is not None and message.sample_rate != self.rate:
+            return False  # a format change: a window only from the next burst
+        if stream_break is not None and stream_break.missing <= 0:
+            return message.seq in self.burst_seqs  # input delivered again: from a burst's start, or its middle
+        lost_ns = (stream_break.missing if stream_break else 0) * len(message.samples) / message.sample_rate * 1e9
+        return message.timestamp_ns - self.last_end_ns - lost_ns > SNAPSHOT_GAP * self.window_s * 1e9
+
+    def _end_burst(self) -> StreamBreak | None:
+        """Snapshot mode: the previous burst is done with; a break if it ended before its window was full."""
+        assert self.buffer is not None  # only called with a burst in progress
+        pending = len(self.buffer) if self.skip != _REST_OF_BURST else 0
+        self.passed = self.fed
+        self.buffer = None
+        self.skip = 0
+        if not pending:
+            return None
+        size = max(1, round(self.window_s * self.rate))
+        return StreamBreak(f"snapshot of {pending} samples is shorter than the window ({size}); discarded")
+
+    _STATE = ("buffer", "buffer_start_ns", "next_seq", "rate", "skip", "fed", "passed", "held", "last_ns",
+              "last_end_ns")
 
     def _park(self) -> None:
         if self.parked is not None and self.parked["next_seq"] >= (self.next_seq or 0):
@@ -252,6 +303,10 @@ class Windower:
             windows.append(Window(message.sensor_id, message.kind, self.buffer[:size], self.rate,
                                   self.buffer_start_ns, self.count))
             self.count += 1
+            if self.snapshot:  # one window per burst: the rest of it is passed over
+                self.skip = _REST_OF_BURST
+                self._advance(len(self.buffer))
+                break
             self.skip = max(0, hop - len(self.buffer))
             self._advance(min(hop, len(self.buffer)))
         return windows

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from models.vibration.runtime.envelope import envelope_peak
 from models.vibration.runtime.features import (
     FEATURE_NAMES,
     N_BANDS,
@@ -144,3 +145,34 @@ class TestInputChecks:
         """A window too short to resolve the shaft speed range is rejected input with a clear reason."""
         with pytest.raises(UnusableWindow, match="shaft"):
             extract(np.random.default_rng(0).standard_normal((64, 1)), FS)
+
+
+def modulated(modulation_hz: float, depth: float = 1.0, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    """A 3 kHz resonance whose amplitude is modulated at ``modulation_hz`` (impacts ringing it), in noise."""
+    t = np.arange(int(seconds * FS)) / FS
+    carrier = (1 + depth * np.cos(2 * np.pi * modulation_hz * t)) * np.sin(2 * np.pi * 3000.0 * t)
+    return (carrier + 0.3 * np.random.default_rng(seed).standard_normal(len(t)))[:, None]
+
+
+class TestEnvelopePeak:
+    def test_a_modulation_is_found_as_its_frequency_and_shaft_order(self) -> None:
+        """Impacts at 7.3 x a 25 Hz shaft show as the envelope line at 182.5 Hz, order 7.3 (1 Hz resolution)."""
+        peak = envelope_peak(modulated(7.3 * 25.0), FS, 25.0)
+        assert peak is not None and abs(peak.hz - 182.5) <= 1.0 and abs(peak.order - 7.3) <= 0.04
+        assert peak.prominence > 10
+
+    def test_shaft_harmonics_and_plain_noise_are_not_evidence(self) -> None:
+        """A modulation at a whole order (3 x shaft: unbalance, looseness) and pure noise give no line."""
+        assert envelope_peak(modulated(3 * 25.0), FS, 25.0) is None
+        assert envelope_peak(modulated(100.0, depth=0.0), FS, 25.0) is None
+
+    def test_a_simulated_outer_race_fault_points_at_its_bpfo(self) -> None:
+        """Late in an outer-race run the dominant envelope line is the bearing's BPFO (or its 2nd harmonic)."""
+        machine = MachineSpec(shaft_hz=31.0, resonance_hz=2600.0, dropouts_per_hour=0.0, spikes_per_s=0.0)
+        run = run_to_failure("outer_race", 10.0, 30.0, sample_rate=FS)
+        blocks = list(VibrationSimulator(machine, run, seed=3).blocks(0.5))[-8:]
+        orders = [peak.order for block in blocks if (peak := envelope_peak(block.samples, FS, 31.0))]
+        bpfo = machine.geometry.orders()["bpfo"]
+        assert len(orders) == len(blocks)
+        assert np.median(orders) == pytest.approx(bpfo, rel=0.02)
+        assert all(min(abs(order / (k * bpfo) - 1) for k in (1, 2)) < 0.03 for order in orders)  # speed varies

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -231,6 +232,21 @@ class TestFleet:
 
 
 class TestModelCard:
+    def test_the_cards_choices_and_values_are_the_codes(self) -> None:
+        """Each setting the card says it chose (**`name` value**) is MonitorSettings' default and the manifest's,
+        and a floor or margin other than those appears only where the card says it was earlier."""
+        card = (MODEL_DIR / "README.md").read_text()
+        defaults, thresholds = MonitorSettings(), load_manifest(MODEL_DIR).thresholds
+        chosen = re.findall(r"\*\*`(\w+)` ([\d.]+)\*\*", card)
+        assert {name for name, _ in chosen} >= {"scale_floor", "threshold_margin"}
+        for name, value in chosen:
+            assert float(value) == getattr(defaults, name) == thresholds[name], name
+        current = {"floor": defaults.scale_floor, "margin": defaults.threshold_margin}
+        for paragraph in card.split("\n\n"):
+            for word, value in re.findall(r"\b(floor|margin) (\d+(?:\.\d+)?)\b", paragraph):
+                if float(value) != current[word]:
+                    assert re.search(r"earl(y|ier)|historical", paragraph, re.IGNORECASE), paragraph
+
     def test_the_card_quotes_the_settings_of_the_code_and_the_manifest(self) -> None:
         """The card's settings table is MonitorSettings' defaults and the manifest's thresholds, not memory."""
         card = (MODEL_DIR / "README.md").read_text()

@@ -167,10 +167,34 @@ class TestAlarmLogic:
 
     def test_updates_are_rate_limited(self) -> None:
         """While raised, anomaly updates come at most once per update_interval_s of source time."""
-        machine = learnt()
+        machine = learnt(update_windows=1)
         decisions = feed(machine, self.anomalous(40), 100)
         updates = [d.time_ns / 1e9 for d in decisions if d.transition == "updated"]
         assert updates == [112.0, 122.0, 132.0]
+
+    @pytest.mark.parametrize(("spacing_s", "update_windows", "expected_windows"), [
+        (1.0, 4, [12, 22, 32]),     # windows 1 s apart: the 10 s interval binds
+        (600.0, 4, [6, 10, 14, 18, 22, 26, 30, 34, 38]),  # snapshots 10 min apart: the window count binds
+        (600.0, 12, [14, 26, 38]),
+    ])
+    def test_updates_are_limited_by_window_count_too(self, spacing_s: float, update_windows: int,
+                                                     expected_windows: list[int]) -> None:
+        """On a snapshot stream every window is past update_interval_s: update_windows keeps the updates sparse."""
+        machine = learnt(update_windows=update_windows)
+        decisions = [machine.update(row, round((100 + i * spacing_s) * 1e9))
+                     for i, row in enumerate(self.anomalous(40))]
+        raised = next(i for i, d in enumerate(decisions) if d.transition == "raised")
+        assert raised == 2
+        assert [i for i, d in enumerate(decisions) if d.transition == "updated"] == expected_windows
+
+    def test_update_count_survives_a_restart(self) -> None:
+        """The windows since the last update are saved with the alarm state: a restart does not send one early."""
+        machine = learnt(update_interval_s=0.0, update_windows=5)
+        feed(machine, self.anomalous(6), 100)  # raised at the third, 3 windows since
+        resumed = monitor(update_interval_s=0.0, update_windows=5)
+        resumed.load_state(machine.state())
+        transitions = [d.transition for d in feed(resumed, self.anomalous(3), 106)]
+        assert transitions == [None, "updated", None]
 
     @settings(max_examples=60, deadline=None)
     @given(st.lists(st.booleans(), min_size=1, max_size=40), st.integers(1, 6), st.integers(0, 5))

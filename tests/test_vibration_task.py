@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ LSTM_MANIFEST = Path(__file__).resolve().parents[1] / "models" / "vibration" / "
 
 def make_task(state_dir: Path, **config: object) -> VibrationTask:
     settings = {"baseline_windows": 40, "window_s": WINDOW_S, "hop_s": WINDOW_S, "update_interval_s": 5.0,
-                "health_interval_s": 1e-3, "shaft_hz": None, **config}
+                "health_interval_s": 1e-3, "shaft_hz": None, "bearing": {}, **config}
     context = TaskContext("edge-1", state_dir, load_model, structlog.get_logger())
     return VibrationTask(VibrationConfig(**settings), context)
 
@@ -46,6 +47,16 @@ def windows(kind: FaultKind | None, duration_s: float = 45.0, onset_s: float = 2
         assert stream_break is None
         out.extend(cut)
     return out
+
+
+def check_scores(event_type: str, score: float | None, body: dict) -> None:
+    """What docs/events.md says of a vibration event's two scales: anomaly events carry the anomaly score (and
+    the 0-100 health index in the body), health events the 0-100 health index (and the anomaly score in the body)."""
+    if event_type in ("anomaly_raised", "anomaly_updated"):
+        assert score == body["score"] and 0 <= body["health"] <= 100 and body["health"] != body["score"]
+    elif event_type == "health":
+        assert score == body["health"] and (score is None or 0 <= score <= 100)
+        assert body["threshold"] is None or body["score"] is not None
 
 
 def run(task: VibrationTask, items: list[Window]) -> list[EventDraft]:
@@ -72,6 +83,20 @@ class TestEvents:
         assert body["top_features"][0]["feature"].startswith("ch") and abs(body["top_features"][0]["z"]) > 3
         assert body["fault_frequencies_hz"]["bpfo"] == pytest.approx(MACHINE.geometry.orders()["bpfo"]
                                                                      * body["shaft_hz"], rel=1e-3)
+
+    def test_without_the_bearing_geometry_no_race_is_named(self, tmp_path: Path) -> None:
+        """No bearing configured: the same fault is raised, but as likely_fault unknown, with no fault frequencies
+        or evidence from a default bearing; a machine pattern's bearing makes it named again."""
+        stream = windows("outer_race")
+        [raised] = [d for d in run(make_task(tmp_path / "a", bearing=None), stream) if d.type == "anomaly_raised"]
+        assert raised.body["likely_fault"] == "unknown"
+        assert raised.body["fault_frequencies_hz"] == {} and raised.body["fault_evidence_z"] == {}
+        # the evidence there is: the envelope spectrum's dominant line, at the (unconfigured) bearing's BPFO
+        assert raised.body["envelope_peak"]["order"] == pytest.approx(MACHINE.geometry.orders()["bpfo"], rel=0.03)
+        jsonschema.validate(finalize(raised, "edge-1", "vibration"), schema())
+        per_machine = make_task(tmp_path / "b", bearing=None, machines={"pump-*": {"bearing": {}}})
+        [named] = [d for d in run(per_machine, stream) if d.type == "anomaly_raised"]
+        assert named.body["likely_fault"] == "outer_race" and named.body["envelope_peak"] is None
 
     def test_healthy_machine_raises_nothing(self, tmp_path: Path) -> None:
         """A healthy stream gives the baseline events and no anomaly."""
@@ -105,6 +130,17 @@ class TestEvents:
         assert {"baseline_learning", "baseline_ready", "anomaly_raised", "health"} <= set(types(drafts))
         for draft in drafts:
             jsonschema.validate(finalize(draft, "edge-1", "vibration"), schema())
+            check_scores(draft.type, draft.score, draft.body)
+
+    def test_the_documented_examples_use_the_scores_as_the_code_does(self) -> None:
+        """The vibration examples in docs/events.md put the health index and the anomaly score where the task does
+        (the checks of test_every_event_is_schema_valid's drafts)."""
+        text = (Path(__file__).parents[1] / "docs" / "events.md").read_text()
+        examples = [json.loads(block.split("```", 1)[0]) for block in text.split("```json\n")[1:]]
+        vibration = [event for event in examples if event.get("task") == "vibration"]
+        assert {event["type"] for event in vibration} >= {"anomaly_raised", "health"}
+        for event in vibration:
+            check_scores(event["type"], event["score"], event["body"])
 
 
 class TestRejections:
@@ -178,6 +214,17 @@ class TestConfig:
         """Unknown scorers or features, and k > n, are refused at validation."""
         with pytest.raises(ValidationError, match=message):
             VibrationConfig(**{field: value})
+
+    @pytest.mark.parametrize(("settings", "warned"), [
+        ({}, True),
+        ({"bearing": {}}, False),
+        ({"sensors": ["pump-*", "fan-*"], "machines": {"pump-*": {"bearing": {}}}}, True),
+        ({"sensors": ["pump-*", "fan-*"], "machines": {"pump-*": {"bearing": {}}, "fan-*": {"bearing": {}}}}, False),
+    ])
+    def test_validate_config_warns_without_a_bearing_geometry(self, settings: dict, warned: bool) -> None:
+        """Fault typing needs the bearing geometry: a sensors pattern no bearing covers draws a warning."""
+        warnings = VibrationConfig(**settings).warnings()
+        assert any("fault typing needs it" in warning for warning in warnings) == warned
 
     def test_per_machine_bearing_and_speed(self, tmp_path: Path) -> None:
         """A machine pattern's bearing and shaft speed are used for matching sensors only."""

@@ -11,7 +11,9 @@ is declared on its class, so that one folder and one registry line add a task
 - ``events``: the pydantic models of its event bodies (schema and docs are generated from them);
 - ``simulation``: the config model of its simulated streams for the demo (a :class:`Simulation`);
 - ``commands``: its maintenance commands (``edge-agent reset-baseline`` is the vibration task's);
-- ``check``: its preflight, run by ``validate-config`` and by ``run`` before anything is opened.
+- ``check``: its preflight, run by ``validate-config`` and by ``run`` before anything is opened;
+- ``warnings``: settings that are allowed but probably wrong (printed by ``validate-config``);
+- ``snapshot_stream``: whether a sensor's stream is a series of bursts, one window each.
 """
 
 from __future__ import annotations
@@ -147,6 +149,17 @@ class Task(abc.ABC, Generic[C]):
 
         for path in config.model_paths().values():
             load_manifest(path)
+
+    @classmethod
+    def warnings(cls, config: C) -> list[str]:
+        """Settings that are allowed but probably wrong (``validate-config`` prints them, ``run`` logs them)."""
+        return []
+
+    def snapshot_stream(self, sensor: str) -> bool:
+        """Whether the sensor's continuous stream is a series of snapshots, one window per burst (the agent's
+        :class:`~agent.windowing.Windower` asks when the sensor's first chunk comes); streams are continuous
+        unless a task says otherwise."""
+        return False
 
     @abc.abstractmethod
     def process(self, item: SensorMessage | Window) -> list[EventDraft]:

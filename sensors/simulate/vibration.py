@@ -175,8 +175,8 @@ def make_fleet(count: int, seed: int = 0, sample_rate: float = 20_000.0, channel
                ) -> list[MachineSpec]:
     """``count`` machines, each with its own normal state, drawn deterministically from ``seed``.
 
-    Bearings are drawn from ``bearings``; a demo whose agent config names no per-machine bearing
-    passes ``(BearingGeometry(),)`` so the task's default geometry is the true one.
+    Bearings are drawn from ``bearings``; the demo passes ``(BearingGeometry(),)``, the geometry its
+    agent config names with ``bearing: {}``, so the fault type the task names can be checked.
     """
     rng = np.random.default_rng(seed)
     nyquist = sample_rate / 2

@@ -16,6 +16,8 @@ class BaselineLearning(EventBody):
     severity = "info"
     windows_needed: int = Field(description="windows of data that define the normal state")
     window_s: float = Field(description="window length, seconds")
+    mode: Literal["continuous", "snapshot"] = Field(
+        description="continuous: a window every hop_s; snapshot: one window per burst (docs/wire-format.md)")
     scorer: str = Field(description="the anomaly scorer")
     reason: str = Field(description="why it learns: new machine, baseline reset, stream changed, ...")
 
@@ -26,6 +28,9 @@ class BaselineReady(EventBody):
     type = "baseline_ready"
     severity = "info"
     windows: int = Field(description="windows the normal state was learnt from")
+    span_s: float = Field(description="source time from the first to the last of those windows, seconds: about "
+                                      "windows x hop_s for a continuous stream, windows x the burst interval "
+                                      "for a snapshot sensor")
     threshold: float = Field(description="alarm threshold on the smoothed score")
     scorer: str = Field(description="the anomaly scorer")
     features: int = Field(description="monitored features")
@@ -40,6 +45,16 @@ class FeatureDeviation(BaseModel):
     z: float = Field(description="z-score against the machine's baseline")
 
 
+class EnvelopeLine(BaseModel):
+    """The strongest line of the window's envelope spectrum off the shaft harmonics."""
+
+    model_config = ConfigDict(extra="forbid")
+    hz: float = Field(description="its frequency, Hz")
+    order: float = Field(description="its frequency in multiples of the shaft speed (a bearing's fault "
+                                     "frequencies are such orders: match them against the bearing's data sheet)")
+    prominence: float = Field(description="its amplitude over the median envelope-spectrum level")
+
+
 class AnomalyRaised(EventBody):
     """The smoothed score exceeded the threshold in k of the last n windows. The event's score is the
     smoothed anomaly score."""
@@ -51,15 +66,22 @@ class AnomalyRaised(EventBody):
     threshold: float = Field(description="alarm threshold")
     health: float = Field(description="0-100 health index (50 at the threshold)")
     top_features: list[FeatureDeviation] = Field(description="the features that deviate most from normal")
-    likely_fault: Literal["outer_race", "inner_race", "rolling_element", "cage"] | None = Field(
-        description="the bearing fault the envelope spectrum points to, or null when none stands out")
-    fault_evidence_z: dict[str, float] = Field(description="z-score of each envelope fault-frequency feature")
+    likely_fault: Literal["outer_race", "inner_race", "rolling_element", "cage", "unknown"] | None = Field(
+        description="the bearing fault the envelope spectrum points to, or null when none stands out; unknown "
+                    "when the machine's bearing geometry is not configured (no race is named from a guess)")
+    fault_evidence_z: dict[str, float] = Field(description="z-score of each envelope fault-frequency feature "
+                                                           "(empty without the bearing geometry)")
     shaft_hz: float = Field(description="shaft speed, Hz")
-    fault_frequencies_hz: dict[str, float] = Field(description="the bearing's fault frequencies at that speed")
+    fault_frequencies_hz: dict[str, float] = Field(description="the bearing's fault frequencies at that speed "
+                                                               "(empty without the bearing geometry)")
+    envelope_peak: EnvelopeLine | None = Field(
+        default=None, description="without the bearing geometry: the evidence there is, the envelope spectrum's "
+                                  "dominant line (null with the geometry, or when no line stands out)")
 
 
 class AnomalyUpdated(AnomalyRaised):
-    """As ``anomaly_raised``, while the anomaly lasts; rate-limited by ``update_interval_s``."""
+    """As ``anomaly_raised``, while the anomaly lasts; at most one per ``update_interval_s`` of source time and
+    per ``update_windows`` windows (defaults 60 s and 12: on 20-min snapshots one every 4 h)."""
 
     type = "anomaly_updated"
     severity = "warning"
@@ -87,8 +109,10 @@ class Health(EventBody):
     rejected: int = Field(description="windows rejected since the last health event")
     spikes_removed: int = Field(description="spikes removed since the last health event")
     shaft_hz: float = Field(description="last shaft speed, Hz")
-    score: float | None = Field(description="last smoothed anomaly score (null before the first window)")
-    threshold: float | None = Field(description="alarm threshold; null while learning")
+    score: float | None = Field(description="last smoothed anomaly score, on the scorer's scale like "
+                                            "anomaly_raised's score, not the 0-100 health (null before the first "
+                                            "window)")
+    threshold: float | None = Field(description="alarm threshold on that score; null while learning")
     baseline_progress: float | None = Field(default=None, description="share of the baseline learnt, while learning")
 
 

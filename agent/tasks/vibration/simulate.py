@@ -25,8 +25,8 @@ class VibrationSimulation(Simulation):
     failure_s: float = Field(default=150, gt=0, description="seconds after start when faulty machines fail")
 
     def streams(self, seed: int, start_ns: int) -> list[tuple[str, Iterator[SensorMessage]]]:
-        # the demo's machines carry the bearing the vibration task assumes by default, so that the
-        # likely fault type it names can be checked against the simulated one
+        # the demo's machines carry the default bearing geometry, which config/demo.yaml configures
+        # (`bearing: {}`), so that the likely fault type the task names can be checked against the simulated one
         fleet = make_fleet(self.machines, seed=seed, sample_rate=self.sample_rate, prefix="pump",
                            bearings=(BearingGeometry(),))
         streams = []

@@ -11,7 +11,7 @@ deleting a file (``edge-agent reset-baseline SENSOR``) makes the machine learn a
 
 from __future__ import annotations
 
-import fnmatch
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,16 +28,19 @@ from agent.tasks.vibration.events import AnomalyRaised
 from agent.tasks.vibration.simulate import VibrationSimulation
 from agent.windowing import Window
 from models.runtime import Model
+from models.vibration.runtime.envelope import envelope_peak
 from models.vibration.runtime.features import (
     FeatureSettings,
     UnusableWindow,
     column_index,
     feature_names,
+    remove_spikes,
     window_features,
 )
 from models.vibration.runtime.manifest import VibrationManifest
 from models.vibration.runtime.monitor import Decision, MachineMonitor, StateStore
 from models.vibration.runtime.scorers import Scorer, make_scorer, scorer_class
+from sensors.bearing import BearingGeometry
 from sensors.errors import ConfigError, StateError
 from sensors.wire import Kind, SensorMessage
 
@@ -51,6 +54,8 @@ class _Machine:
     #: where the monitored features sit in the full feature vector
     columns: np.ndarray
     saved: bool = False
+    #: whether its bearing geometry is configured (else no fault type is named from a default bearing)
+    bearing_known: bool = True
     last: Decision | None = None
     last_time_ns: int = 0
     shaft_hz: float = 0.0
@@ -107,14 +112,21 @@ class VibrationTask(Task[VibrationConfig]):
     def _new_scorer(self) -> Scorer:
         return make_scorer(self.config.scorer, self.model)
 
+    @classmethod
+    def warnings(cls, config: VibrationConfig) -> list[str]:
+        return config.warnings()
+
+    def snapshot_stream(self, sensor: str) -> bool:
+        return self.config.mode_of(sensor) == "snapshot"
+
     def _feature_settings(self, sensor: str) -> FeatureSettings:
+        """The machine's features: its bearing's fault frequencies (the default bearing's when none is configured:
+        the model's envelope features need some, but then no fault type is named) and its shaft speed."""
         config = self.config
-        bearing, shaft = config.bearing, config.shaft_hz
-        for pattern, machine in config.machines.items():
-            if fnmatch.fnmatchcase(sensor, pattern):
-                bearing, shaft = machine.bearing or bearing, machine.shaft_hz or shaft
-                break
-        return FeatureSettings(geometry=bearing.geometry(), shaft_hz=shaft, shaft_range_hz=config.shaft_range_hz)
+        bearing, machine = config.bearing_of(sensor), config.machine(sensor)
+        shaft = (machine.shaft_hz or config.shaft_hz) if machine is not None else config.shaft_hz
+        return FeatureSettings(geometry=bearing.geometry() if bearing is not None else BearingGeometry(),
+                               shaft_hz=shaft, shaft_range_hz=config.shaft_range_hz)
 
     def _fingerprint(self, window: Window) -> dict[str, Any]:
         return {"scorer": self.model_ref.name, "model_version": self.model_ref.version,
@@ -154,7 +166,8 @@ class VibrationTask(Task[VibrationConfig]):
                 except StateError as error:  # a bug's ValueError must surface, not pass for a stale file
                     note = f"saved state not usable: {error}"
         self.machines[sensor] = machine = _Machine(monitor, self._feature_settings(sensor),
-                                                   column_index(window.samples.shape[1], names), saved=not note)
+                                                   column_index(window.samples.shape[1], names), saved=not note,
+                                                   bearing_known=self.config.bearing_of(sensor) is not None)
         if note:
             self.context.log.info("learning normal state", sensor=sensor, reason=note)
             machine.notes.append(note)
@@ -177,12 +190,12 @@ class VibrationTask(Task[VibrationConfig]):
         machine.shaft_hz = shaft
         decision = machine.monitor.update(vector[machine.columns], item.start_ns)
         machine.last, machine.last_time_ns = decision, item.start_ns
-        draft = self._draft(item.sensor_id, machine, decision)
+        draft = self._draft(item.sensor_id, machine, decision, item)
         if decision.transition in ("baseline_ready", "raised", "cleared"):
             self._save(item.sensor_id, machine)
         return [] if draft is None else [draft]
 
-    def _draft(self, sensor: str, machine: _Machine, decision: Decision) -> EventDraft | None:
+    def _draft(self, sensor: str, machine: _Machine, decision: Decision, window: Window) -> EventDraft | None:
         settings = self.config
         transition = decision.transition
         if transition is None:
@@ -191,12 +204,14 @@ class VibrationTask(Task[VibrationConfig]):
         if transition == "baseline_learning":
             reason = machine.notes.pop() if machine.notes else "new machine"
             return events.BaselineLearning(
-                windows_needed=settings.baseline_windows, window_s=settings.window_s, scorer=settings.scorer,
-                reason=reason).draft(sensor, decision.time_ns, "info", None, self.model_ref)
+                windows_needed=monitor.settings.baseline_windows, window_s=settings.window_s,
+                mode=settings.mode_of(sensor), scorer=settings.scorer, reason=reason,
+            ).draft(sensor, decision.time_ns, "info", None, self.model_ref)
         if transition == "baseline_ready":
             assert decision.threshold is not None  # a ready baseline has a threshold
             return events.BaselineReady(
-                windows=decision.collected, threshold=decision.threshold, scorer=settings.scorer,
+                windows=decision.collected, span_s=round(monitor.baseline_span_s, 3), threshold=decision.threshold,
+                scorer=settings.scorer,
                 features=len(monitor.names), shaft_hz=round(machine.shaft_hz, 2),
             ).draft(sensor, decision.time_ns, "info", decision.threshold, self.model_ref)
         if transition == "cleared":
@@ -209,16 +224,23 @@ class VibrationTask(Task[VibrationConfig]):
         if transition == "raised":
             machine.raised_ns = decision.time_ns
         body = self._anomaly_body(machine, decision, events.AnomalyRaised if transition == "raised"
-                                  else events.AnomalyUpdated)
+                                  else events.AnomalyUpdated, window)
         return body.draft(sensor, decision.time_ns, "alarm" if transition == "raised" else "warning",
                           decision.smoothed, self.model_ref)
 
-    def _anomaly_body(self, machine: _Machine, decision: Decision,
-                      kind: type[AnomalyRaised]) -> AnomalyRaised:
+    def _anomaly_body(self, machine: _Machine, decision: Decision, kind: type[AnomalyRaised],
+                      window: Window) -> AnomalyRaised:
         assert decision.z is not None  # monitoring decisions carry z-scores
         monitor = machine.monitor
-        fault, evidence = monitor.likely_fault(decision.z)
-        frequencies = machine.settings.geometry.frequencies(machine.shaft_hz)
+        fault: str | None
+        peak = None
+        if machine.bearing_known:
+            fault, evidence = monitor.likely_fault(decision.z)
+            frequencies = machine.settings.geometry.frequencies(machine.shaft_hz)
+        else:  # the envelope features sit at a default bearing's frequencies: they name no race of this one
+            fault, evidence, frequencies = "unknown", {}, {}
+            peak = envelope_peak(remove_spikes(window.samples)[0], window.sample_rate, machine.shaft_hz,
+                                 machine.settings.envelope_band)
         return kind.model_validate({
             "level": decision.level,
             "score": decision.smoothed,
@@ -229,6 +251,7 @@ class VibrationTask(Task[VibrationConfig]):
             "fault_evidence_z": evidence,
             "shaft_hz": round(machine.shaft_hz, 2),
             "fault_frequencies_hz": {name: round(value, 2) for name, value in frequencies.items()},
+            "envelope_peak": None if peak is None else dataclasses.asdict(peak),
         })
 
     def tick(self, now_ns: int) -> list[EventDraft]:

@@ -5,8 +5,8 @@ first ``baseline_windows`` vectors; then it learns a per-feature normalisation (
 scale for positive features), fits the scorer, and sets the alarm threshold from out-of-fold scores
 of the baseline (k-fold, so the threshold is not fitted to scores the scorer has memorised).
 Monitoring: features -> normalise -> history -> scorer -> EWMA smoothing -> k-of-n exceedances ->
-raised / updated (rate-limited) / cleared (with hysteresis).  The learnt state is a JSON-able dict;
-:class:`StateStore` keeps one file per sensor, written atomically.
+raised / updated (rate-limited in source time and in windows) / cleared (with hysteresis).  The learnt
+state is a JSON-able dict; :class:`StateStore` keeps one file per sensor, written atomically.
 """
 
 from __future__ import annotations
@@ -58,7 +58,10 @@ class MonitorSettings(BaseModel):
                                description="clear below median + clear_ratio x (threshold - median) ...")
     clear_windows: int = Field(default=10, ge=1, le=100_000, description="... for this many windows in a row")
     update_interval_s: float = Field(default=60.0, ge=0, le=86_400,
-                                     description="least time between anomaly_updated events of a machine")
+                                     description="least source time between anomaly_updated events of a machine")
+    update_windows: int = Field(default=12, ge=1, le=100_000,
+                                description="... and least windows between them (12: at most one every 4 h of "
+                                            "20-min snapshots; a continuous stream meets update_interval_s first)")
     score_cap: float = Field(default=3.0, ge=1, le=1000,
                              description="cap on one window's score, in threshold distances from normal, so one "
                                          "wild window cannot hold the smoothed score up for long")
@@ -160,6 +163,8 @@ class _Alarm:
     exceed: deque[bool] = field(default_factory=deque)
     below: int = 0
     last_report_ns: int = 0
+    #: windows since the alarm was raised or last updated
+    since_report: int = 0
 
 
 class MachineMonitor:
@@ -178,6 +183,8 @@ class MachineMonitor:
     def reset(self) -> None:
         """Forget the learnt state and start learning again from the next window."""
         self.baseline: list[np.ndarray] = []
+        #: source time of the first and the last baseline window (the baseline's span in time)
+        self.baseline_times: tuple[int, int] = (0, 0)
         self.normaliser = Normaliser(self.names, self.settings.scale_floor)
         self.scorer: Scorer | None = None
         self.threshold = math.inf
@@ -189,6 +196,11 @@ class MachineMonitor:
     @property
     def learning(self) -> bool:
         return self.scorer is None
+
+    @property
+    def baseline_span_s(self) -> float:
+        """Source time from the first to the latest baseline window, seconds (0 before the second)."""
+        return (self.baseline_times[1] - self.baseline_times[0]) / 1e9
 
     def update(self, features: np.ndarray, time_ns: int) -> Decision:
         """Feed one window's flat feature vector (len(names),) taken at ``time_ns``."""
@@ -203,6 +215,7 @@ class MachineMonitor:
     def _learn(self, features: np.ndarray, time_ns: int) -> Decision:
         self.baseline.append(features)
         collected = len(self.baseline)
+        self.baseline_times = (time_ns if collected == 1 else self.baseline_times[0], time_ns)
         if collected < self.settings.baseline_windows:
             transition: Transition | None = "baseline_learning" if collected == 1 else None
             return Decision(time_ns, "learning", transition, collected=collected)
@@ -256,17 +269,19 @@ class MachineMonitor:
         transition: Transition | None = None
         if not state.alarm:
             if sum(state.exceed) >= s.k:
-                state.alarm, state.below, state.last_report_ns = True, 0, time_ns
+                state.alarm, state.below, state.last_report_ns, state.since_report = True, 0, time_ns, 0
                 transition = "raised"
         else:
             clear_level = self.median + s.clear_ratio * (self.threshold - self.median)
             state.below = state.below + 1 if state.smoothed < clear_level else 0
+            state.since_report += 1
             if state.below >= s.clear_windows:
                 state.alarm, state.below = False, 0
                 state.exceed.clear()
                 transition = "cleared"
-            elif time_ns - state.last_report_ns >= s.update_interval_s * 1e9:
-                state.last_report_ns = time_ns
+            elif (time_ns - state.last_report_ns >= s.update_interval_s * 1e9
+                  and state.since_report >= s.update_windows):
+                state.last_report_ns, state.since_report = time_ns, 0
                 transition = "updated"
         excess = (state.smoothed - self.median) / (self.threshold - self.median)
         return Decision(time_ns, "monitoring", transition, score, state.smoothed, self.threshold,
@@ -299,6 +314,7 @@ class MachineMonitor:
             "fingerprint": self.fingerprint,
             "names": self.names,
             "baseline": [row.tolist() for row in self.baseline],
+            "baseline_times": list(self.baseline_times),
             "learnt": None if self.scorer is None else {
                 "scorer": self.scorer.name,
                 "scorer_state": self.scorer.state(),
@@ -307,7 +323,7 @@ class MachineMonitor:
                 "median": self.median,
                 "history": [row.tolist() for row in self.history],
                 "smoothed": alarm.smoothed, "alarm": alarm.alarm, "exceed": list(alarm.exceed),
-                "below": alarm.below, "last_report_ns": alarm.last_report_ns,
+                "below": alarm.below, "last_report_ns": alarm.last_report_ns, "since_report": alarm.since_report,
             },
         }
 
@@ -319,6 +335,8 @@ class MachineMonitor:
             raise StateError(f"{self.sensor_id}: saved state was learnt under other settings")
         try:
             self.baseline = [np.asarray(row, dtype=np.float64) for row in state["baseline"]]
+            first, last = state.get("baseline_times", (0, 0))  # absent from older files
+            self.baseline_times = (int(first), int(last))
             learnt = state["learnt"]
             if learnt is not None:
                 self._load_learnt(learnt)
@@ -338,7 +356,8 @@ class MachineMonitor:
                              maxlen=max(1, scorer.sequence_length))
         self.alarm_state = _Alarm(float(learnt["smoothed"]), bool(learnt["alarm"]),
                                   deque((bool(v) for v in learnt["exceed"]), maxlen=self.settings.n),
-                                  int(learnt["below"]), int(learnt["last_report_ns"]))
+                                  int(learnt["below"]), int(learnt["last_report_ns"]),
+                                  int(learnt.get("since_report", 0)))  # absent from older files
         self.scorer = scorer
 
 
