@@ -166,8 +166,9 @@ class TestStandby:
         run = run_to_failure("outer_race", 25.0, 45.0, sample_rate=8000.0)
         chunks = list(VibrationSimulator(machine, run, seed=3).messages("pump-1", BASE_NS, chunk_s=0.25))
         before_onset = [chunk for chunk in chunks if chunk.timestamp_ns < BASE_NS + 23 * 10**9]
-        tasks = {"vibration": {"baseline_windows": 40, "window_s": 0.5, "hop_s": 0.5, "shaft_hz": None,
-                               "health_interval_s": 3600}}
+        # the publisher sends faster than real time: a queue that holds it all (no load shedding)
+        tasks = {"vibration": {"baseline_windows": 40, "window_s": 0.5, "hop_s": 0.5, "shaft_hz": None, "bearing": {},
+                               "queue_size": 1000, "health_interval_s": 3600}}
         with ExitStack() as stack:
             cluster = Cluster(tmp_path, broker, stack)
             owner = cluster.start("owner", cluster.config("owner", tasks, {"sensors": ["pump-1"]},
