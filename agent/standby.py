@@ -69,7 +69,6 @@ class _Owner:
 
     config: StandbyOwner
     offline: bool = False
-    status_seen: bool = False
     taken: MqttSource | None = None
     #: the owner took its session back while its status still said offline (it was alive): wait for it to
     #: say online, then offline again, before taking it over once more (no tug of war over the session)
@@ -143,7 +142,6 @@ class Standby:
             log.warning("unreadable status of the agent we stand in for", owner=owner.config.device)
             return
         with self.lock:
-            owner.status_seen = True
             owner.offline = state == "offline"
             if state == "online":
                 owner.wait_for_online = False
