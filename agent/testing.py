@@ -82,15 +82,19 @@ def wait_for_listener(port: int, process: subprocess.Popen[bytes] | None = None,
         raise RuntimeError(f"nothing listens on {port} after {timeout} s: {log.read_text() if log else ''}") from None
 
 
+RUN_AS_CALLER = "user root\n" if os.geteuid() == 0 else ""
+
+
 class Broker:
     """A Mosquitto process the test owns: it can be killed, paused and restarted on the same port."""
 
     def __init__(self, directory: Path, port: int, extra_config: str = "", persistent: bool = False) -> None:
         self.port = port
         self.config = directory / f"mosquitto-{port}.conf"
-        # persistent: sessions and queued messages saved after every change, as a plant's broker would
+        # persistent: sessions and queued messages saved after every change, as a plant's broker would; run
+        # as root, Mosquitto drops to the mosquitto user, which cannot write the test's folder: it stays root
         persistence = (f"persistence true\npersistence_location {directory}/\nautosave_interval 1\n"
-                       "autosave_on_changes true\n") if persistent else "persistence false\n"
+                       f"autosave_on_changes true\n{RUN_AS_CALLER}") if persistent else "persistence false\n"
         # subscriptions are logged so that a test can wait for a subscriber instead of sleeping
         logging = "".join(f"log_type {kind}\n" for kind in ("error", "warning", "notice", "information", "subscribe"))
         self.config.write_text(

@@ -20,7 +20,7 @@ import zmq
 from agent.daemon import current_rss_mb
 from agent.sinks import SinkEnv
 from agent.sinks.mqtt import MqttSink, MqttSinkConfig
-from agent.testing import stop_client, wait_until, zmq_socket
+from agent.testing import RUN_AS_CALLER, stop_client, wait_until, zmq_socket
 from sensors.mqtt import connect_properties
 from sensors.wire import Kind, SensorMessage, encode
 from tests.conftest import Broker, agent_config, free_port, vibration_chunk, write_energy_model
@@ -32,7 +32,6 @@ REPORT = Path(os.environ.get("EDGE_AGENT_FAULT_REPORT", "/tmp/edge-agent-fault-r
 BROKER_KILL_ROUNDS = int(os.environ.get("EDGE_AGENT_BROKER_KILL_ROUNDS", "3"))
 OVERLOAD_S = float(os.environ.get("EDGE_AGENT_OVERLOAD_S", "30"))
 # Mosquitto started as root drops to the mosquitto user and then cannot save into the test's directory
-RUN_AS_CALLER = "user root\n" if os.geteuid() == 0 else ""
 
 
 def record_figure(name: str, value: Any) -> None:
@@ -110,7 +109,7 @@ def jsonl_ids(path: Path) -> list[str]:
 def saving_broker(tmp_path: Path, autosave: str) -> Broker:
     """A persistent broker that saves after every change, or (as deployed) every 30 s."""
     if autosave == "on_changes":
-        return Broker(tmp_path, free_port(), persistent=True, extra_config=RUN_AS_CALLER).start()
+        return Broker(tmp_path, free_port(), persistent=True).start()
     periodic = f"persistence true\npersistence_location {tmp_path}/\nautosave_interval 30\n{RUN_AS_CALLER}"
     return Broker(tmp_path, free_port(), extra_config=periodic).start()
 

@@ -61,11 +61,9 @@ from agent.logs import configure_logging
 from agent.sinks import Outgoing, SinkEnv
 from agent.sinks.mqtt import MqttSink, MqttSinkConfig
 from agent.tasks.vibration.events import Health
-from agent.testing import Broker, free_port, stop_client, wait_until
+from agent.testing import RUN_AS_CALLER, Broker, free_port, stop_client, wait_until
 
 PREFIX = "edge"
-# Mosquitto started as root drops to the mosquitto user and then cannot save into our folder (as in test_faults)
-RUN_AS_CALLER = "user root\n" if os.geteuid() == 0 else ""
 #: the broker's persistence: "periodic" as deployed (deploy/mosquitto/mosquitto.conf: saved every 30 s),
 #: "on_changes" (saved after every change, agent.testing.Broker's persistent mode), "none" (nothing saved)
 PERSISTENCE = {"periodic": "persistence true\npersistence_location {folder}/\nautosave_interval 30\n",
