@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import fnmatch
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,8 @@ log = structlog.get_logger(__name__)
 Emit = Callable[[str, EventDraft], None]
 REJECTION_REPORT_INTERVAL_S = 5.0
 MAX_SOURCE_TIME_NS = 253_402_300_799 * 10**9  # 9999-12-31T23:59:59Z, the last time an event can carry
+#: seconds acknowledged input (MQTT QoS 1) waits for room in a full task queue before the oldest is dropped
+ACKED_INPUT_WAIT_S = 2.0
 CLOCK_JUMP_NS = 1_000_000_000  # sensor clocks may wobble; a step back of more than this is reported
 
 
@@ -57,12 +60,14 @@ class BoundedQueue:
         self.ready = threading.Condition()
         self.waiting_putters = 0
 
-    def put(self, item: SensorMessage, wait: bool = False) -> SensorMessage | None:
-        """Append; when full, evict as above and return the evicted item, or with ``wait`` block until there is room."""
+    def put(self, item: SensorMessage, wait: float = 0.0) -> SensorMessage | None:
+        """Append; when full, wait up to ``wait`` seconds (``math.inf``: until there is room), then evict as above
+        and return the evicted item."""
+        deadline = time.monotonic() + wait
         with self.ready:
-            while wait and self.size >= self.maxlen:
+            while self.size >= self.maxlen and (left := deadline - time.monotonic()) > 0:
                 self.waiting_putters += 1
-                self.ready.wait(0.1)
+                self.ready.wait(min(0.1, left))
                 self.waiting_putters -= 1
             lane = self.lanes.get(item.sensor_id)
             if lane is None:
@@ -142,8 +147,9 @@ class TaskWorker:
         return self.accepting and message.kind in self.task.kinds and any(
             fnmatch.fnmatchcase(message.sensor_id, pattern) for pattern in self.task.config.sensors)
 
-    def offer(self, message: SensorMessage, wait: bool = False) -> None:
-        evicted = self.queue.put(message, wait and self.thread.is_alive())
+    def offer(self, message: SensorMessage, wait: float = 0.0) -> None:
+        """Queue the message, waiting up to ``wait`` seconds for room before the overload policy applies."""
+        evicted = self.queue.put(message, wait if self.thread.is_alive() else 0.0)
         if evicted is not None:
             with self.stats.lock:
                 self.stats.sensor(evicted.sensor_id).dropped += 1
@@ -344,7 +350,10 @@ class Dispatcher:
         ``ack`` (from sources that acknowledge input) is called once the message is done with: by
         every task that takes it, or here if it is rejected or no task wants it.  ``wait``
         (recordings read as fast as possible) blocks while a task queue is full instead of applying
-        the overload policy: a file can wait, a live sensor cannot.  ``gaps`` off: the source gets only
+        the overload policy: a file can wait, a live sensor cannot.  Input with an ``ack`` waits up
+        to :data:`ACKED_INPUT_WAIT_S` for room: the broker keeps it until acknowledged, so holding it
+        back loses nothing, whereas dropping it would lose a burst (the backlog a broker delivers
+        at a reconnect) that the task works off in well under that time.  ``gaps`` off: the source gets only
         part of each stream (an MQTT shared subscription), so a skipped sequence number is not a gap.
         """
         try:
@@ -367,9 +376,9 @@ class Dispatcher:
             return
         if ack is not None:
             message = dataclasses.replace(message, ack=ack)
-        self.route(message, wait, gaps)
+        self.route(message, math.inf if wait else ACKED_INPUT_WAIT_S if ack is not None else 0.0, gaps)
 
-    def route(self, message: SensorMessage, wait: bool = False, gaps: bool = True) -> None:
+    def route(self, message: SensorMessage, wait: float = 0.0, gaps: bool = True) -> None:
         """Count a decoded message and queue it for every task that wants it (or acknowledge it if none does)."""
         if self.quarantine.blocked(message.sensor_id):
             with self.stats.lock:

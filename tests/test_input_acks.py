@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -14,6 +15,7 @@ from typing import ClassVar
 
 import numpy as np
 import paho.mqtt.client as mqtt
+import pytest
 import structlog
 
 from agent.events import EventDraft, ModelRef
@@ -216,6 +218,53 @@ class TestWindowAcks:
 BASE_NS = 1_700_000_000_000_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 CHUNKS_PER_WINDOW = 4  # 250-sample chunks at 1 kHz, 1 s windows
+
+
+class Counting(Task):
+    """Frames, a few milliseconds each: a task that a burst of input outruns for a moment."""
+
+    name: ClassVar[str] = "counting"
+    kinds: ClassVar[frozenset[Kind]] = frozenset({Kind.FRAME})
+    config_type: ClassVar[type[TaskConfig]] = TaskConfig
+
+    def __init__(self, config: TaskConfig, context: TaskContext) -> None:
+        super().__init__(config, context)
+        self.seen: list[int] = []
+
+    def process(self, item: SensorMessage | Window) -> list[EventDraft]:
+        time.sleep(0.003)
+        assert isinstance(item, SensorMessage)
+        self.seen.append(item.seq)
+        return []
+
+    def models(self) -> list[ModelRef]:
+        return []
+
+
+class TestBurstOfAcknowledgedInput:
+    @pytest.mark.parametrize("acknowledged", [True, False])
+    def test_a_burst_waits_for_room_when_the_broker_keeps_it(self, tmp_path: Path, acknowledged: bool) -> None:
+        """A broker delivers its backlog at a reconnect: 60 frames at once into a queue of 4.  Input with an ack
+        (the broker keeps it until then) waits for room and every frame is used; input without one (QoS 0,
+        ZeroMQ) is shed by the overload policy as before, oldest first."""
+        context = TaskContext("edge-1", tmp_path, load_model, structlog.get_logger())
+        task = Counting(TaskConfig(queue_size=4), context)
+        stats = Stats()
+        worker = TaskWorker(task, stats, lambda *a: None, lambda *a, **k: None)
+        dispatcher = Dispatcher(stats, 1 << 20, lambda *a, **k: None)
+        dispatcher.workers.append(worker)
+        acked: list[int] = []
+        try:
+            for seq in range(60):
+                raw = encode(SensorMessage("cam-1", Kind.FRAME, seq, BASE_NS + seq, np.zeros((4, 4), np.uint8)))
+                dispatcher.submit(raw, functools.partial(acked.append, seq) if acknowledged else None)
+        finally:
+            assert worker.drain(time.monotonic() + 30) == 0
+        dropped = stats.snapshot()["sensors"]["cam-1"]["dropped"]
+        if acknowledged:
+            assert task.seen == list(range(60)) and dropped == 0 and sorted(acked) == list(range(60))
+        else:
+            assert dropped > 0 and len(task.seen) == 60 - dropped and task.seen[-1] == 59
 
 
 def frame(seq: int) -> SensorMessage:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -222,13 +223,23 @@ class TestOverloadPolicy:
         queue.put(chunk(0))
         done = threading.Event()
         def put_then_signal() -> None:
-            queue.put(chunk(1), wait=True)
+            queue.put(chunk(1), wait=math.inf)
             done.set()
 
         threading.Thread(target=put_then_signal, daemon=True).start()
         assert not done.wait(0.3)
         assert queue.get(0.1) is not None
         assert done.wait(2)
+
+
+    def test_a_bounded_wait_evicts_when_no_room_comes(self) -> None:
+        """A put that waits a bounded time on a full queue evicts the oldest once the time is up."""
+        queue = BoundedQueue(1)
+        first = chunk(0)
+        queue.put(first)
+        started = time.monotonic()
+        assert queue.put(chunk(1), wait=0.2) is first
+        assert time.monotonic() - started >= 0.2
 
 
 class TestDispatcher:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import time
 from pathlib import Path
 
@@ -166,7 +167,7 @@ class TestSnapshotTask:
         worker = TaskWorker(make_task(tmp_path, update_windows=4), Stats(), lambda task, draft: emitted.append(draft),
                             lambda *a, **k: None)
         for message in stream:
-            worker.offer(message, wait=True)
+            worker.offer(message, wait=math.inf)
         assert worker.drain(time.monotonic() + 60) == 0  # every snapshot processed
         times = [m.timestamp_ns for m in stream]
         snapshot_starts = [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] > 10**9]
