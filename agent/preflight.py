@@ -54,9 +54,14 @@ def problems(config: AgentConfig) -> list[EdgeAgentError]:
 
 
 def warnings(config: AgentConfig) -> list[str]:
-    """Settings that are allowed but probably a mistake, each prefixed with its task (:meth:`Task.warnings`)."""
+    """Settings that are allowed but probably a mistake, each prefixed with its task (:meth:`Task.warnings`) or
+    its section."""
     types = task_types()
-    return [f"{name}: {text}" for name, task in config.task_configs().items() for text in types[name].warnings(task)]
+    found = [f"{name}: {text}" for name, task in config.task_configs().items() for text in types[name].warnings(task)]
+    if config.cluster.publish_state and not any(getattr(sink, "kind", None) == "mqtt" for sink in config.sinks):
+        found.append("cluster: publish_state without an mqtt sink: a standby learns that this agent is down from "
+                     "its status topic and last will, which only an mqtt sink publishes")
+    return found
 
 
 def _attempt(found: list[EdgeAgentError], action: Callable[..., object], *args: Any) -> None:

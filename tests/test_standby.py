@@ -276,6 +276,17 @@ class TestClusterConfig:
         with pytest.raises(ConfigError, match="need an mqtt source"):
             parse_config(config)
 
+    def test_publishing_state_without_an_mqtt_sink_is_warned_about(self, tmp_path: Path) -> None:
+        from agent.preflight import warnings
+
+        source = [{"kind": "mqtt", "host": "127.0.0.1", "port": 1}]
+        lone = agent_config(tmp_path, tmp_path / "m", source, [{"kind": "jsonl", "path": "e.jsonl"}],
+                            cluster={"publish_state": True})
+        assert any("publish_state without an mqtt sink" in text for text in warnings(parse_config(lone)))
+        seen = agent_config(tmp_path, tmp_path / "m", source, [{"kind": "mqtt", "host": "127.0.0.1", "port": 1}],
+                            cluster={"publish_state": True})
+        assert not any(text.startswith("cluster:") for text in warnings(parse_config(seen)))
+
     def test_owner_ids_are_checked(self) -> None:
         with pytest.raises(ValidationError, match="device"):
             ClusterConfig.model_validate({"standby_for": [{"device": "a/#"}]})
