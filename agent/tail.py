@@ -160,7 +160,7 @@ class OperatorConsole:
 
 def status_line(status: dict[str, Any]) -> str:
     """The agent's retained status in one short line: state, uptime, work done, trouble, outbox, the broker
-    after a failover."""
+    after a failover, the agents it stands in for."""
     head = f"      status {status.get('device', '?')}: {status.get('state', '?')}"
     stats = status.get("stats")
     if not isinstance(stats, dict):
@@ -176,6 +176,10 @@ def status_line(status: dict[str, Any]) -> str:
     # after a failover the operator should know which broker the events go through
     moved = [f"{name} on {sink.get('broker')} after {sink['failovers']} failover(s)"
              for name, sink in stats.get("sinks", {}).items() if isinstance(sink, dict) and sink.get("failovers")]
+    standby = stats.get("standby")
+    standing_in = standby.get("standing_in_for") if isinstance(standby, dict) else None
     parts = [f"up {compact(float(stats.get('uptime_s', 0)))} s", f"{totals.get('tracked', 0)} sensors", work,
-             "; ".join(trouble), f"outbox {pending} pending" if pending else "", "; ".join(moved)]
+             "; ".join(trouble), f"outbox {pending} pending" if pending else "", "; ".join(moved),
+             f"standing in for {', '.join(map(str, standing_in))}" if isinstance(standing_in, list) and standing_in
+             else ""]
     return head + " | " + " | ".join(part for part in parts if part)

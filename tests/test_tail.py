@@ -96,6 +96,11 @@ class TestConsole:
         assert "gaps" not in line and "outbox 4 pending" in line
         assert "offline (connection lost)" in status_line({"device": "line3", "state": "offline",
                                                            "reason": "connection lost"})
+        assert "standing in" not in line
+
+    def test_status_names_the_agents_a_standby_stands_in_for(self) -> None:
+        stats = {"uptime_s": 10, "standby": {"standing_in_for": ["line3-02"], "takeovers": 1}}
+        assert "standing in for line3-02" in status_line({"device": "line3-01", "state": "online", "stats": stats})
 
 
 def test_tail_against_a_broker(broker: Broker) -> None:
