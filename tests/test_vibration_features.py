@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from models.vibration.runtime.envelope import envelope_peak
+from models.vibration.runtime.envelope import envelope_peak, family_fault, fault_families
 from models.vibration.runtime.features import (
     FEATURE_NAMES,
     N_BANDS,
@@ -176,3 +176,42 @@ class TestEnvelopePeak:
         assert len(orders) == len(blocks)
         assert np.median(orders) == pytest.approx(bpfo, rel=0.02)
         assert all(min(abs(order / (k * bpfo) - 1) for k in (1, 2)) < 0.03 for order in orders)  # speed varies
+
+
+def impacts(rate_hz: float, seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Short decaying rings of a 3 kHz resonance at ``rate_hz`` (a spall struck once per pass), in noise."""
+    n = int(seconds * FS)
+    t = np.arange(int(0.004 * FS)) / FS
+    ring = np.exp(-t / 0.0008) * np.sin(2 * np.pi * 3000.0 * t)
+    signal = np.zeros(n)
+    for start in (np.arange(0, seconds, 1 / rate_hz) * FS).astype(int):
+        end = min(n, start + len(ring))
+        signal[start:end] += ring[:end - start]
+    return (signal + 0.15 * np.random.default_rng(seed).standard_normal(n))[:, None]
+
+
+class TestFaultFamilies:
+    FREQUENCIES = {"bpfo": 3.58 * 25.0, "bpfi": 5.42 * 25.0, "bsf": 2 * 2.36 * 25.0}
+
+    @pytest.mark.parametrize("fault", ["bpfo", "bpfi", "bsf"])
+    def test_an_impact_train_names_its_fault(self, fault: str) -> None:
+        """Impacts at one fault's rate make that family (fundamental and harmonics) stand out of the others."""
+        families = fault_families(impacts(self.FREQUENCIES[fault]), FS, self.FREQUENCIES)
+        assert family_fault(families) == fault, families
+
+    def test_noise_and_a_healthy_machine_name_nothing(self) -> None:
+        """Plain noise, and every window of a healthy simulated machine, name no fault."""
+        for seed in range(5):
+            noise = np.random.default_rng(seed).standard_normal((int(FS), 1))
+            assert family_fault(fault_families(noise, FS, self.FREQUENCIES)) is None
+        frequencies = {"bpfo": MACHINE.geometry.frequencies(29.0)["bpfo"],
+                       "bpfi": MACHINE.geometry.frequencies(29.0)["bpfi"],
+                       "bsf": 2 * MACHINE.geometry.frequencies(29.0)["bsf"]}
+        for window in simulated_windows(None, count=12):
+            assert family_fault(fault_families(window, FS, frequencies)) is None
+
+    def test_a_close_runner_up_names_nothing(self) -> None:
+        """Two families nearly as strong as each other are not enough to name either."""
+        assert family_fault({"bpfo": 6.0, "bpfi": 5.0, "bsf": 1.0}) is None
+        assert family_fault({"bpfo": 6.0, "bpfi": 4.0, "bsf": 1.0}) == "bpfo"
+        assert family_fault({"bpfo": 3.9, "bpfi": 1.0}) is None and family_fault({}) is None

@@ -80,6 +80,9 @@ class TestEvents:
         assert raised[0].source_time_ns >= onset_ns
         body = raised[0].body
         assert body["likely_fault"] == "outer_race" and body["level"] in ("low", "medium", "high")
+        families = body["envelope_families"]  # the window's own evidence, which named the race
+        assert set(families) == {"bpfo", "bpfi", "bsf"} and families["bpfo"] >= 1.3 * max(families["bpfi"],
+                                                                                           families["bsf"])
         assert body["top_features"][0]["feature"].startswith("ch") and abs(body["top_features"][0]["z"]) > 3
         assert body["fault_frequencies_hz"]["bpfo"] == pytest.approx(MACHINE.geometry.orders()["bpfo"]
                                                                      * body["shaft_hz"], rel=1e-3)

@@ -67,13 +67,19 @@ class AnomalyRaised(EventBody):
     health: float = Field(description="0-100 health index (50 at the threshold)")
     top_features: list[FeatureDeviation] = Field(description="the features that deviate most from normal")
     likely_fault: Literal["outer_race", "inner_race", "rolling_element", "cage", "unknown"] | None = Field(
-        description="the bearing fault the envelope spectrum points to, or null when none stands out; unknown "
-                    "when the machine's bearing geometry is not configured (no race is named from a guess)")
+        description="the bearing fault the evidence points to: the window's envelope harmonic family "
+                    "(envelope_families) when one stands out, else the envelope features' deviation from this "
+                    "machine's normal (fault_evidence_z); unknown when neither does, or when the machine's bearing "
+                    "geometry is not configured (no race is named from a guess)")
     fault_evidence_z: dict[str, float] = Field(description="z-score of each envelope fault-frequency feature "
                                                            "(empty without the bearing geometry)")
     shaft_hz: float = Field(description="shaft speed, Hz")
     fault_frequencies_hz: dict[str, float] = Field(description="the bearing's fault frequencies at that speed "
                                                                "(empty without the bearing geometry)")
+    envelope_families: dict[str, float] = Field(
+        default={}, description="with the bearing geometry: for bpfo, bpfi and bsf (at 2 x BSF, a spall's impact "
+                                "rate), the mean prominence of the first three harmonics in this window's "
+                                "envelope spectrum; a family of 4 or more, 1.3 times the next, names the fault")
     envelope_peak: EnvelopeLine | None = Field(
         default=None, description="without the bearing geometry: the evidence there is, the envelope spectrum's "
                                   "dominant line (null with the geometry, or when no line stands out)")

@@ -28,7 +28,7 @@ from agent.tasks.vibration.events import AnomalyRaised
 from agent.tasks.vibration.simulate import VibrationSimulation
 from agent.windowing import Window
 from models.runtime import Model
-from models.vibration.runtime.envelope import envelope_peak
+from models.vibration.runtime.envelope import envelope_peak, family_fault, fault_families
 from models.vibration.runtime.features import (
     FeatureSettings,
     UnusableWindow,
@@ -40,7 +40,7 @@ from models.vibration.runtime.features import (
 from models.vibration.runtime.manifest import VibrationManifest
 from models.vibration.runtime.monitor import Decision, MachineMonitor, StateStore
 from models.vibration.runtime.scorers import Scorer, make_scorer, scorer_class
-from sensors.bearing import BearingGeometry
+from sensors.bearing import FAULT_TYPES, BearingGeometry
 from sensors.errors import ConfigError, StateError
 from sensors.wire import Kind, SensorMessage
 
@@ -64,6 +64,12 @@ class _Machine:
     rejected: int = 0
     spikes: int = 0
     notes: list[str] = field(default_factory=list)
+
+
+def impact_rates(frequencies: dict[str, float]) -> dict[str, float]:
+    """The rates at which each fault's impacts come: a rolling element's spall strikes both races once per spin,
+    so at 2 x BSF; the cage (FTF) makes no impacts and is left out."""
+    return {"bpfo": frequencies["bpfo"], "bpfi": frequencies["bpfi"], "bsf": 2 * frequencies["bsf"]}
 
 
 class VibrationTask(Task[VibrationConfig]):
@@ -233,14 +239,20 @@ class VibrationTask(Task[VibrationConfig]):
         assert decision.z is not None  # monitoring decisions carry z-scores
         monitor = machine.monitor
         fault: str | None
-        peak = None
+        peak, families = None, {}
+        samples = remove_spikes(window.samples)[0]
         if machine.bearing_known:
-            fault, evidence = monitor.likely_fault(decision.z)
             frequencies = machine.settings.geometry.frequencies(machine.shaft_hz)
+            families = fault_families(samples, window.sample_rate, impact_rates(frequencies),
+                                      machine.settings.envelope_band)
+            z_fault, evidence = monitor.likely_fault(decision.z)
+            # the window's own harmonic family first (physics, the same on any machine), then the features'
+            # deviation from this machine's normal, else no guess
+            named = family_fault(families)
+            fault = FAULT_TYPES[named] if named else z_fault or "unknown"
         else:  # the envelope features sit at a default bearing's frequencies: they name no race of this one
             fault, evidence, frequencies = "unknown", {}, {}
-            peak = envelope_peak(remove_spikes(window.samples)[0], window.sample_rate, machine.shaft_hz,
-                                 machine.settings.envelope_band)
+            peak = envelope_peak(samples, window.sample_rate, machine.shaft_hz, machine.settings.envelope_band)
         return kind.model_validate({
             "level": decision.level,
             "score": decision.smoothed,
@@ -252,6 +264,7 @@ class VibrationTask(Task[VibrationConfig]):
             "shaft_hz": round(machine.shaft_hz, 2),
             "fault_frequencies_hz": {name: round(value, 2) for name, value in frequencies.items()},
             "envelope_peak": None if peak is None else dataclasses.asdict(peak),
+            "envelope_families": families,
         })
 
     def tick(self, now_ns: int) -> list[EventDraft]:

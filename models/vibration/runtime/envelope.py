@@ -1,4 +1,5 @@
-"""Fault evidence without a bearing geometry: the dominant envelope-spectrum line, in Hz and shaft orders."""
+"""Fault evidence from the envelope spectrum: with a bearing geometry, the harmonic family of each fault frequency;
+without one, the dominant line, in Hz and shaft orders."""
 
 from __future__ import annotations
 
@@ -26,6 +27,21 @@ class EnvelopePeak:
     prominence: float
 
 
+def envelope_spectrum(samples: np.ndarray, sample_rate: float,
+                      band: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(frequencies in Hz, amplitude per channel and frequency) of the envelope of a (samples, channels) window
+    demodulated in ``band`` (fractions of the sample rate)."""
+    x = np.asarray(samples, dtype=np.float64).T  # (channels, n)
+    n = x.shape[-1]
+    spectrum = fft.rfft(x - x.mean(axis=-1, keepdims=True), axis=-1)
+    lo, hi = max(1, int(band[0] * n)), min(spectrum.shape[-1], int(band[1] * n))
+    analytic = np.zeros((len(x), n), dtype=np.complex128)
+    analytic[:, lo:hi] = 2.0 * spectrum[:, lo:hi]
+    envelope = np.abs(fft.ifft(analytic, axis=-1))
+    amplitude = np.abs(fft.rfft(envelope - envelope.mean(axis=-1, keepdims=True), axis=-1))
+    return np.arange(amplitude.shape[-1]) * (sample_rate / n), amplitude
+
+
 def envelope_peak(samples: np.ndarray, sample_rate: float, shaft_hz: float,
                   band: tuple[float, float] = (1 / 16, 0.45)) -> EnvelopePeak | None:
     """The most prominent envelope line of a (samples, channels) window over all channels, between
@@ -34,15 +50,8 @@ def envelope_peak(samples: np.ndarray, sample_rate: float, shaft_hz: float,
     as :class:`models.vibration.runtime.features.FeatureSettings` has it."""
     if shaft_hz <= 0 or len(samples) < 64:
         return None
-    x = np.asarray(samples, dtype=np.float64).T  # (channels, n)
-    n = x.shape[-1]
-    spectrum = fft.rfft(x - x.mean(axis=-1, keepdims=True), axis=-1)
-    lo, hi = max(1, int(band[0] * n)), min(spectrum.shape[-1], int(band[1] * n))
-    analytic = np.zeros((len(x), n), dtype=np.complex128)
-    analytic[:, lo:hi] = 2.0 * spectrum[:, lo:hi]
-    envelope = np.abs(fft.ifft(analytic, axis=-1))
-    env_spectrum = np.abs(fft.rfft(envelope - envelope.mean(axis=-1, keepdims=True), axis=-1))
-    orders = np.arange(env_spectrum.shape[-1]) * (sample_rate / n) / shaft_hz
+    hz, env_spectrum = envelope_spectrum(samples, sample_rate, band)
+    orders = hz / shaft_hz
     searched = (orders >= ORDER_RANGE[0]) & (orders <= ORDER_RANGE[1])
     off_harmonics = searched & (np.abs(orders - np.round(orders)) > HARMONIC_TOLERANCE)
     if not off_harmonics.any():
@@ -54,3 +63,48 @@ def envelope_peak(samples: np.ndarray, sample_rate: float, shaft_hz: float,
         return None
     return EnvelopePeak(round(float(orders[line] * shaft_hz), 2), round(float(orders[line]), 3),
                         round(float(prominence[channel, line]), 1))
+
+
+#: harmonics of a fault frequency looked at (a spall's impacts are short: their lines repeat)
+FAMILY_HARMONICS = 3
+#: a harmonic is looked for this far (relative) from where the geometry puts it: rolling elements slip
+FAMILY_TOLERANCE = 0.02
+#: a family's mean prominence must reach this to name its fault, and beat the runner-up by FAMILY_MARGIN
+FAMILY_MIN = 4.0
+FAMILY_MARGIN = 1.3
+
+
+def fault_families(samples: np.ndarray, sample_rate: float, frequencies: dict[str, float],
+                   band: tuple[float, float] = (1 / 16, 0.45)) -> dict[str, float]:
+    """For each fault frequency (Hz, by name as :meth:`sensors.bearing.BearingGeometry.frequencies` gives them),
+    the mean prominence of its first :data:`FAMILY_HARMONICS` harmonics in the window's envelope spectrum
+    (each the highest line within :data:`FAMILY_TOLERANCE` of where it should be, over the median level
+    up to the highest harmonic looked at), the best channel's."""
+    if len(samples) < 64 or not frequencies:
+        return {}
+    hz, amplitude = envelope_spectrum(samples, sample_rate, band)
+    top = FAMILY_HARMONICS * max(frequencies.values()) * (1 + FAMILY_TOLERANCE)
+    searched = (hz > 0) & (hz <= top)
+    if searched.sum() < 8:
+        return {}
+    prominence = amplitude / (np.median(amplitude[:, searched], axis=-1, keepdims=True) + 1e-12)
+    step = hz[1] - hz[0]
+    families = {}
+    for name, frequency in frequencies.items():
+        lines = []
+        for k in range(1, FAMILY_HARMONICS + 1):
+            tolerance = max(FAMILY_TOLERANCE * k * frequency, 1.5 * step)
+            near = np.abs(hz - k * frequency) <= tolerance
+            lines.append(prominence[:, near].max(axis=-1) if near.any() else np.zeros(len(prominence)))
+        families[name] = round(float(np.max(np.mean(lines, axis=0))), 2)
+    return families
+
+
+def family_fault(families: dict[str, float]) -> str | None:
+    """The name of the fault frequency whose family stands out (:data:`FAMILY_MIN`, :data:`FAMILY_MARGIN`)."""
+    ranked = sorted(families, key=lambda name: families[name], reverse=True)
+    if not ranked or families[ranked[0]] < FAMILY_MIN:
+        return None
+    if len(ranked) > 1 and families[ranked[0]] < FAMILY_MARGIN * families[ranked[1]]:
+        return None
+    return ranked[0]
