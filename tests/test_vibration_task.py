@@ -101,14 +101,26 @@ class TestEvents:
         [named] = [d for d in run(per_machine, stream) if d.type == "anomaly_raised"]
         assert named.body["likely_fault"] == "outer_race" and named.body["envelope_peak"] is None
 
+    @pytest.mark.parametrize("kind", ["inner_race", "rolling_element"])
+    def test_a_fault_named_after_the_raise_is_sent_at_once(self, tmp_path: Path, kind: FaultKind) -> None:
+        """A weak inner-race or ball fault raises the alarm before its race stands out (``unknown``); the first
+        window whose evidence names it sends an ``anomaly_updated`` with the type at once, whatever the update
+        rate limit (here: none would come), and only once."""
+        drafts = run(make_task(tmp_path, update_interval_s=86_400, update_windows=10_000), windows(kind))
+        anomalies = [d for d in drafts if d.type.startswith("anomaly_")]
+        assert [d.type for d in anomalies] == ["anomaly_raised", "anomaly_updated"]
+        assert anomalies[0].body["likely_fault"] == "unknown" and anomalies[1].body["likely_fault"] == kind
+
     def test_healthy_machine_raises_nothing(self, tmp_path: Path) -> None:
         """A healthy stream gives the baseline events and no anomaly."""
         drafts = run(make_task(tmp_path), windows(None))
         assert types(drafts) == ["baseline_learning", "baseline_ready"]
 
     def test_updates_while_raised_are_rate_limited_warnings(self, tmp_path: Path) -> None:
-        """After the alarm, anomaly_updated warnings come no faster than update_interval_s of source time."""
-        drafts = run(make_task(tmp_path), windows("inner_race", duration_s=60.0, onset_s=22.0))
+        """After the alarm, anomaly_updated warnings come no faster than update_interval_s of source time (an
+        outer-race fault, named at the raise: no update for a newly named fault comes in between)."""
+        drafts = run(make_task(tmp_path), windows("outer_race", duration_s=60.0, onset_s=22.0))
+        assert next(d for d in drafts if d.type == "anomaly_raised").body["likely_fault"] == "outer_race"
         updates = [d for d in drafts if d.type == "anomaly_updated"]
         assert updates and all(d.severity == "warning" for d in updates)
         gaps = np.diff([d.source_time_ns for d in updates]) / 1e9

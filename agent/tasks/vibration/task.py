@@ -60,6 +60,8 @@ class _Machine:
     last_time_ns: int = 0
     shaft_hz: float = 0.0
     raised_ns: int | None = None
+    #: the alarm's events have named a fault type (an update comes as soon as one is named)
+    named: bool = False
     windows: int = 0
     rejected: int = 0
     spikes: int = 0
@@ -205,7 +207,7 @@ class VibrationTask(Task[VibrationConfig]):
         settings = self.config
         transition = decision.transition
         if transition is None:
-            return None
+            return self._fault_named(sensor, machine, decision, window)
         monitor = machine.monitor
         if transition == "baseline_learning":
             reason = machine.notes.pop() if machine.notes else "new machine"
@@ -222,7 +224,7 @@ class VibrationTask(Task[VibrationConfig]):
             ).draft(sensor, decision.time_ns, "info", decision.threshold, self.model_ref)
         if transition == "cleared":
             started = machine.raised_ns
-            machine.raised_ns = None
+            machine.raised_ns, machine.named = None, False
             return events.AnomalyCleared(
                 score=decision.smoothed, threshold=decision.threshold,
                 duration_s=None if started is None else (decision.time_ns - started) / 1e9,
@@ -231,8 +233,20 @@ class VibrationTask(Task[VibrationConfig]):
             machine.raised_ns = decision.time_ns
         body = self._anomaly_body(machine, decision, events.AnomalyRaised if transition == "raised"
                                   else events.AnomalyUpdated, window)
+        machine.named = body.likely_fault not in (None, "unknown")
         return body.draft(sensor, decision.time_ns, "alarm" if transition == "raised" else "warning",
                           decision.smoothed, self.model_ref)
+
+    def _fault_named(self, sensor: str, machine: _Machine, decision: Decision, window: Window) -> EventDraft | None:
+        """During an alarm whose fault is not named yet, an ``anomaly_updated`` as soon as the evidence names it
+        (news worth more than the update rate limit: the alarm is often raised before a race stands out)."""
+        if not (decision.alarm and machine.bearing_known and not machine.named and decision.z is not None):
+            return None
+        body = self._anomaly_body(machine, decision, events.AnomalyUpdated, window)
+        if body.likely_fault in (None, "unknown"):
+            return None
+        machine.named = True
+        return body.draft(sensor, decision.time_ns, "warning", decision.smoothed, self.model_ref)
 
     def _anomaly_body(self, machine: _Machine, decision: Decision, kind: type[AnomalyRaised],
                       window: Window) -> AnomalyRaised:
