@@ -87,7 +87,8 @@ class AnomalyRaised(EventBody):
 
 class AnomalyUpdated(AnomalyRaised):
     """As ``anomaly_raised``, while the anomaly lasts; at most one per ``update_interval_s`` of source time and
-    per ``update_windows`` windows (defaults 60 s and 12: on 20-min snapshots one every 4 h)."""
+    per ``update_windows`` windows (defaults 60 s and 12: on 20-min snapshots one every 4 h), and one at once
+    when the evidence first names the fault of an alarm raised as ``unknown``."""
 
     type = "anomaly_updated"
     severity = "warning"
