@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import signal
 
+from models.vibration.runtime import envelope
 from sensors.bearing import FAULT_TYPES, BearingGeometry
 
 BANDS_HZ = [(low, low + 1000.0) for low in np.arange(1000.0, 8001.0, 500.0)]
@@ -27,9 +28,8 @@ HARMONICS = 3
 
 
 def fault_lines(geometry: BearingGeometry, shaft_hz: float) -> dict[str, float]:
-    """The lines a bearing fault puts into the envelope spectrum: BPFO, BPFI and 2 x BSF (a ball hits both races)."""
-    frequencies = geometry.frequencies(shaft_hz)
-    return {"bpfo": frequencies["bpfo"], "bpfi": frequencies["bpfi"], "bsf": 2 * frequencies["bsf"]}
+    """The lines a bearing fault puts into the envelope spectrum at this speed (:func:`envelope.fault_lines`)."""
+    return envelope.fault_lines(geometry.frequencies(shaft_hz))
 
 
 def kurtogram_band(x: np.ndarray, sample_rate: float) -> tuple[float, float]:

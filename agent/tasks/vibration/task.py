@@ -28,7 +28,7 @@ from agent.tasks.vibration.events import AnomalyRaised
 from agent.tasks.vibration.simulate import VibrationSimulation
 from agent.windowing import Window
 from models.runtime import Model
-from models.vibration.runtime.envelope import envelope_peak, family_fault, fault_families
+from models.vibration.runtime.envelope import envelope_peak, family_fault, fault_families, fault_lines
 from models.vibration.runtime.features import (
     FeatureSettings,
     UnusableWindow,
@@ -66,12 +66,6 @@ class _Machine:
     rejected: int = 0
     spikes: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-def impact_rates(frequencies: dict[str, float]) -> dict[str, float]:
-    """The rates at which each fault's impacts come: a rolling element's spall strikes both races once per spin,
-    so at 2 x BSF; the cage (FTF) makes no impacts and is left out."""
-    return {"bpfo": frequencies["bpfo"], "bpfi": frequencies["bpfi"], "bsf": 2 * frequencies["bsf"]}
 
 
 class VibrationTask(Task[VibrationConfig]):
@@ -257,7 +251,7 @@ class VibrationTask(Task[VibrationConfig]):
         samples = remove_spikes(window.samples)[0]
         if machine.bearing_known:
             frequencies = machine.settings.geometry.frequencies(machine.shaft_hz)
-            families = fault_families(samples, window.sample_rate, impact_rates(frequencies),
+            families = fault_families(samples, window.sample_rate, fault_lines(frequencies),
                                       machine.settings.envelope_band)
             z_fault, evidence = monitor.likely_fault(decision.z)
             # the window's own harmonic family first (physics, the same on any machine), then the features'

@@ -74,6 +74,13 @@ FAMILY_MIN = 4.0
 FAMILY_MARGIN = 1.3
 
 
+def fault_lines(frequencies: dict[str, float]) -> dict[str, float]:
+    """The lines bearing faults put into the envelope spectrum, from the fault frequencies (Hz, by name, as
+    :meth:`sensors.bearing.BearingGeometry.frequencies` gives them): BPFO, BPFI and 2 x BSF (a rolling
+    element's spall strikes both races once per spin); the cage (FTF) makes no impacts and is left out."""
+    return {"bpfo": frequencies["bpfo"], "bpfi": frequencies["bpfi"], "bsf": 2 * frequencies["bsf"]}
+
+
 def fault_families(samples: np.ndarray, sample_rate: float, frequencies: dict[str, float],
                    band: tuple[float, float] = (1 / 16, 0.45)) -> dict[str, float]:
     """For each fault frequency (Hz, by name as :meth:`sensors.bearing.BearingGeometry.frequencies` gives them),
