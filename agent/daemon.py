@@ -148,7 +148,8 @@ class Agent:
         self.lifecycle.register("sources", close_sources)
         if config.cluster.active:
             mqtt_source = next(source for source in config.sources if source.kind == "mqtt")  # checked by config
-            self.standby = Standby(config.cluster, mqtt_source, env, config.state_dir, self.workers,
+            replicated = [name for name, worker in self.workers.items() if worker.task.replicated_state]
+            self.standby = Standby(config.cluster, mqtt_source, env, config.state_dir, replicated,
                                    functools.partial(self.dispatcher.submit, gaps=not mqtt_source.share_group),
                                    self.release_sensors)
             self.standby.start()

@@ -267,6 +267,41 @@ class TestStateFiles:
             standby.close()
 
 
+class TestReplicatedState:
+    def test_the_faces_gallery_is_never_published(self, tmp_path: Path, broker: Broker) -> None:
+        """An agent with the vibration and faces tasks publishes its vibration state; its faces folder (the
+        encrypted gallery, biometric data) is left out."""
+        import shutil
+
+        from agent.daemon import Agent
+        from agent.tasks.faces.demo_gallery import DEMO_FACES, KEY_FILE
+
+        state = tmp_path / "state"
+        for task, name, source in (("faces", "gallery.enc", DEMO_FACES / "gallery.enc"), ("vibration", "pump-1.json",
+                                                                                         None)):
+            (state / task).mkdir(parents=True)
+            if source is None:
+                (state / task / name).write_text("{}")
+            else:
+                shutil.copy(source, state / task / name)
+        config = {"device": "edge-a", "state_dir": str(state),
+                  "sources": [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port}],
+                  "sinks": [{"kind": "mqtt", "host": "127.0.0.1", "port": broker.port}],
+                  "tasks": {"vibration": {"bearing": {}}, "faces": {"enabled": True, "key_file": str(KEY_FILE)}},
+                  "cluster": {"publish_state": True, "state_interval_s": 3600}}
+        agent = Agent(parse_config(config))
+        with Subscriber(broker.port, "edge/+/state/#") as seen:
+            agent.start()
+            try:
+                assert agent.standby is not None and agent.standby.task_names == ["vibration"]
+                wait_until(agent.standby.republish.is_set, timeout=10)  # connected
+                agent.standby.poll(time.monotonic())
+                assert seen.wait_for(1) == [("edge/edge-a/state/vibration/pump-1.json", b"{}")]
+                assert seen.settle() == [("edge/edge-a/state/vibration/pump-1.json", b"{}")]
+            finally:
+                agent.stop()
+
+
 class TestClusterConfig:
     def test_standby_needs_an_mqtt_source(self, tmp_path: Path) -> None:
         from sensors.errors import ConfigError

@@ -135,6 +135,9 @@ class Task(abc.ABC, Generic[C]):
     events: ClassVar[tuple[type[EventBody], ...]] = ()
     simulation: ClassVar[type[Simulation] | None] = None
     commands: ClassVar[tuple[Command, ...]] = ()
+    #: whether the files of the task's state folder may be published for a standby (``cluster.publish_state``);
+    #: off for state that must not leave the box (biometric data)
+    replicated_state: ClassVar[bool] = True
 
     def __init__(self, config: C, context: TaskContext) -> None:
         self.config: C = config

@@ -76,6 +76,7 @@ class FacesTask(Task[FacesConfig]):
     events = events.EVENTS
     simulation = EntranceSimulation
     commands = COMMANDS
+    replicated_state = False  # the gallery is biometric data: it stays on the box it was enrolled on
 
     def __init__(self, config: FacesConfig, context: TaskContext) -> None:
         super().__init__(config, context)
