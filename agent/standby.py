@@ -17,7 +17,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +76,6 @@ class _Owner:
     takeovers: int = 0
 
 
-@dataclass
-class _Published:
-    """The state files published so far: relative path -> (mtime_ns, size)."""
-
-    files: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-
 class Standby:
     """The cluster client: publishes our state, mirrors the owners', takes over and hands back their input.
 
@@ -100,7 +93,7 @@ class Standby:
         self.release = release
         self.prefix = source.topic_prefix
         self.owners = {owner.device: _Owner(owner) for owner in config.standby_for}
-        self.published = _Published()
+        self.published: dict[str, tuple[int, int]] = {}  # state file published -> (mtime_ns, size)
         self.republish = threading.Event()
         self.last_scan = float("-inf")
         self.lock = threading.Lock()
@@ -217,11 +210,11 @@ class Standby:
         """Publish, retained, each state file that changed since last time; an empty message for a deleted one."""
         if self.republish.is_set():
             self.republish.clear()
-            self.published.files.clear()
+            self.published.clear()
         current = dict(self._state_files())
         limit = self.config.max_state_file_mb * 2**20
         for relative, stamp in current.items():
-            if self.published.files.get(relative) == stamp:
+            if self.published.get(relative) == stamp:
                 continue
             if stamp[1] > limit:
                 log.warning("state file too large to publish for a standby", path=relative, size=stamp[1])
@@ -232,10 +225,10 @@ class Standby:
                     continue  # replaced or deleted meanwhile: the next scan sees it
                 self.client.publish(topics.state_topic(self.prefix, self.env.device, relative), payload, qos=1,
                                     retain=True)
-            self.published.files[relative] = stamp
-        for relative in set(self.published.files) - set(current):
+            self.published[relative] = stamp
+        for relative in set(self.published) - set(current):
             self.client.publish(topics.state_topic(self.prefix, self.env.device, relative), b"", qos=1, retain=True)
-            del self.published.files[relative]
+            del self.published[relative]
 
     def _state_files(self) -> Iterable[tuple[str, tuple[int, int]]]:
         for task in self.task_names:
@@ -254,7 +247,7 @@ class Standby:
     def stats(self) -> dict[str, Any]:
         return {"standing_in_for": sorted(device for device, owner in self.owners.items() if owner.taken),
                 "takeovers": sum(owner.takeovers for owner in self.owners.values()),
-                "state_files_published": len(self.published.files)}
+                "state_files_published": len(self.published)}
 
     def close(self) -> None:
         for owner in self.owners.values():

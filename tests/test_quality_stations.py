@@ -39,6 +39,14 @@ def normal_cells(rng: np.random.Generator, count: int = 500) -> np.ndarray:
     return (centres[rng.integers(2, size=count)] + rng.normal(scale=0.3, size=(count, 16))).astype(np.float32)
 
 
+def small_station(rng: np.random.Generator) -> StationNormal:
+    """A station normal learned from 10 frames of usual cells into a bank of 64."""
+    learner = StationLearner(StationSettings(frames=10, components=8, bank_size=64, frame_keep=32))
+    for _ in range(10):
+        learner.add(normal_cells(rng))
+    return learner.build()
+
+
 class TestFeatureBank:
     def test_usual_cells_score_about_one_and_unusual_ones_far_above(self) -> None:
         """Novelty is scaled on held-out good frames: usual cells stay near or below 1, a new structure is far."""
@@ -53,10 +61,7 @@ class TestFeatureBank:
 
     def test_saved_station_gives_the_same_novelty(self) -> None:
         rng = np.random.default_rng(2)
-        learner = StationLearner(StationSettings(frames=10, components=8, bank_size=64, frame_keep=32))
-        for _ in range(10):
-            learner.add(normal_cells(rng))
-        station = learner.build()
+        station = small_station(rng)
         probe = normal_cells(rng, 50)
         loaded = StationNormal.from_bytes(station.to_bytes())
         np.testing.assert_allclose(loaded.novelty(probe), station.novelty(probe), rtol=2e-3, atol=2e-3)
@@ -65,10 +70,7 @@ class TestFeatureBank:
     def test_feedback_makes_a_structure_usual_and_stays_bounded(self) -> None:
         """Points an operator calls good join the bank; past the limit the oldest feedback goes, learning stays."""
         rng = np.random.default_rng(3)
-        learner = StationLearner(StationSettings(frames=10, components=8, bank_size=64, frame_keep=32))
-        for _ in range(10):
-            learner.add(normal_cells(rng))
-        station = learner.build()
+        station = small_station(rng)
         odd = np.full((4, 16), 8.0, dtype=np.float32)
         assert station.novelty(odd).min() > 3
         station.extend(station.project(odd), limit=70)

@@ -100,6 +100,9 @@ class InOrderAcks:
         return len(self._queue)
 
 
+#: sensor ids a standing-in source remembers (to let go at hand-back): junk ids must not grow it without
+#: bound; sensors beyond it are forgotten by the agent's own least-recently-seen eviction instead
+MAX_SENSORS_SEEN = 10_000
 SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: another connection took the client id
 
 
@@ -161,7 +164,7 @@ class MqttSource(Source):
 
         def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
             self.messages += 1
-            if self.standing_in:
+            if self.standing_in and len(self.sensors_seen) < MAX_SENSORS_SEEN:
                 sensor = topics.sensor_of(message.topic)
                 if sensor is not None:
                     self.sensors_seen.add(sensor)
