@@ -17,6 +17,11 @@ from sensors.wire import Kind, SensorMessage
 MAX_WINDOW_VALUES = 1 << 24
 #: in snapshot mode, a silence longer than this share of the window between two chunks starts a new burst
 SNAPSHOT_GAP = 0.5
+#: a chunk further ahead than ``reorder_chunks`` but at most this many, whose time is where its sequence number
+#: puts it, waits in the reorder buffer too: live input overtaking input delivered again after a broker restart
+FAR_AHEAD_CHUNKS = 256
+#: how far (share of the time skipped, plus one chunk) a chunk's time may be from where its sequence number puts it
+IN_STEP_TOLERANCE = 0.1
 #: ``skip`` in snapshot mode once a burst's window was cut: the rest of the burst is passed over
 _REST_OF_BURST = 1 << 62
 
@@ -70,7 +75,11 @@ class Windower:
     Chunks that arrive ahead of the next expected sequence number (of the stream, or of a parked window), at
     most ``reorder_chunks`` ahead, wait in a bounded :class:`~agent.reorder.ReorderBuffer` and are fed in
     sequence order once the gap fills: a sensor's client that sends its unacknowledged chunks again after a
-    broker restart may send a later one first.  When the buffer is full, or a gap stays open for
+    broker restart may send a later one first.  So do chunks further ahead (at most
+    :data:`FAR_AHEAD_CHUNKS`) whose time is where their sequence number puts them: after a broker restart
+    the live stream's newest chunks can overtake the ones the broker delivers again, and a chunk that
+    merely claims a far sequence number (its time says otherwise) is a gap at once, as before.  Either way
+    at most ``reorder_chunks`` chunks wait.  When the buffer is full, or a gap stays open for
     :data:`~agent.reorder.REORDER_TIMEOUT_S` (:meth:`expire`), the gap is declared as above and the stream
     goes on.  ``reorder_chunks=0`` feeds every chunk as it comes.
 
@@ -147,12 +156,13 @@ class Windower:
         """Whether a chunk waits in the reorder buffer: close ahead of the stream's or a parked window's next."""
         if self.next_seq is None or not self.reorder.max_chunks:
             return False
-        expected = [self.next_seq]
+        expected = [(self.next_seq, self.last_ns)]
         if self.parked is not None:
             if message.seq == self.parked["next_seq"]:
                 return False  # the parked window's own next chunk: it resumes now
-            expected.append(self.parked["next_seq"])
-        return self.reorder.ahead(message.seq, expected)
+            expected.append((self.parked["next_seq"], self.parked["last_ns"]))
+        return (self.reorder.ahead(message.seq, [after for after, _ in expected])
+                or any(_in_step(message, after, last_ns) for after, last_ns in expected))
 
     def _release(self, windows: list[Window], breaks: list[StreamBreak]) -> None:
         """Feed the held chunks that now come next, in sequence order."""
@@ -332,6 +342,17 @@ class Windower:
     def discard_held(self) -> None:
         while self.held:
             self.held.popleft()[1]()
+
+
+def _in_step(message: SensorMessage, after: int, last_ns: int) -> bool:
+    """Whether a chunk at most :data:`FAR_AHEAD_CHUNKS` ahead of sequence number ``after`` (the chunk before it
+    was at ``last_ns``) has the time its sequence number gives it, chunks of its length in between."""
+    skipped = message.seq - after + 1  # chunk lengths from the last one fed to this one
+    if not 1 < skipped <= FAR_AHEAD_CHUNKS + 1 or message.timestamp_ns <= last_ns:
+        return False
+    chunk_ns = len(message.samples) / message.sample_rate * 1e9
+    expected_ns = skipped * chunk_ns
+    return abs(message.timestamp_ns - last_ns - expected_ns) <= chunk_ns + IN_STEP_TOLERANCE * expected_ns
 
 
 def _merged(breaks: list[StreamBreak]) -> StreamBreak | None:

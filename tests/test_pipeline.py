@@ -22,7 +22,7 @@ from agent.events import EventDraft
 from agent.pipeline import BoundedQueue, Dispatcher, RejectionReporter
 from agent.stats import Stats
 from agent.tasks.base import RejectedInput
-from agent.windowing import Windower
+from agent.windowing import FAR_AHEAD_CHUNKS, Windower
 from sensors.wire import Kind, SensorMessage, encode
 from tests.conftest import vibration_chunk
 
@@ -133,12 +133,36 @@ class TestReordering:
         assert [int(w.samples[0, 0]) for w in windows] == [200] and windower.reorder.declared == 1
         assert not windower.reorder and windower.next_seq == 5
 
-    def test_a_chunk_far_ahead_is_a_gap_at_once(self) -> None:
-        """A jump beyond the bound is not held; chunks held before it are fed first, in order."""
+    def test_a_chunk_far_ahead_out_of_step_is_a_gap_at_once(self) -> None:
+        """A jump beyond the bound whose time is not where its sequence number puts it (a publisher that
+        skipped numbers, or junk) is not held; chunks held before it are fed first, in order."""
         windower = Windower(0.2, 0.2, reorder_chunks=3)
-        firsts, breaks = starts_of(windower, [0, 2, 10, 11])
-        assert firsts == [1000] and len(breaks) == 1 and "expected 1, got 2" in breaks[0]
-        assert "expected 3, got 10" in breaks[0] and not windower.reorder
+        starts_of(windower, [0, 2])
+        windows, stream_break = windower.feed(dataclasses.replace(chunk(10), timestamp_ns=chunk(3).timestamp_ns))
+        assert [int(w.samples[0, 0]) for w in windows] == [] and stream_break is not None
+        assert "expected 1, got 2" in stream_break.reason and "expected 3, got 10" in stream_break.reason
+        assert not windower.reorder
+        assert starts_of(windower, [11]) == ([1000], [])
+        assert not windower.reorder.ahead(10, [1]) and not windower.feed(chunk(12 + FAR_AHEAD_CHUNKS + 1))[0]
+        assert not windower.reorder  # beyond the far bound: a gap at once, whatever its time
+
+    def test_live_input_far_ahead_waits(self) -> None:
+        """The soak's last broker_kill losses: after a broker restart the live stream's next chunks (the next
+        window's, 13 ahead, their times in step) overtook the ones delivered again, and the gap was declared
+        before chunks 6 and 7 came. Now chunk 19 waits, window [4, 8) is cut, then 19 goes on (a real gap)."""
+        windower = Windower(0.4, 0.4, reorder_chunks=3)
+        assert starts_of(windower, [0, 1, 2, 3, 4, 5, 19, 6, 7]) == ([0, 400], [])
+        assert len(windower.reorder) == 1
+        windows, stream_break, last = windower.expire(math.inf)
+        assert windows == [] and stream_break is not None and stream_break.missing == 11
+        assert last is not None and last.seq == 19
+
+    def test_live_input_far_ahead_waits_behind_a_stale_chunk(self) -> None:
+        """As above with a stale chunk (sent long ago, delivered again by a broker restored from an older save)
+        in between: it parks window [4, 8), chunk 19 waits for the parked window, chunk 6 resumes it."""
+        windower = Windower(0.4, 0.4, reorder_chunks=3)
+        firsts, _ = starts_of(windower, [0, 1, 2, 3, 4, 5, 1, 19, 6, 7])
+        assert firsts == [0, 400] and windower.resumed == 1 and len(windower.reorder) == 1
         assert starts_of(Windower(0.2, 0.2, reorder_chunks=0), [0, 2, 1]) == (
             [], ["sequence gap: expected 1, got 2", "sequence went back from 2 to 1"])
 
