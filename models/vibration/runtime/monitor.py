@@ -43,8 +43,10 @@ class MonitorSettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    baseline_windows: int = Field(default=120, ge=10, le=100_000,
-                                  description="windows of a new machine's data that define its normal state")
+    baseline_windows: int = Field(default=216, ge=10, le=100_000,
+                                  description="windows of a new machine's data that define its normal state "
+                                              "(216: 3 days of 20-min snapshots, so that it sees several load "
+                                              "levels; 40 h saw one to three and load steps raised alarms)")
     folds: int = Field(default=5, ge=2, le=20, description="out-of-fold splits that calibrate the threshold")
     ewma_alpha: float = Field(default=0.3, gt=0, le=1, description="smoothing of the score (1 = none)")
     threshold_quantile: float = Field(default=0.99, gt=0.5, lt=1,
