@@ -154,6 +154,7 @@ class TestStationTask:
         assert accepted.body["station"] == "ready" and accepted.body["decision"] == "accept"
         assert accepted.body["novelty"] is not None
         # the part's largest novelty need not be the defect's (a cut end may be as unusual): the combined score is
+        assert rejected.score is not None and accepted.score is not None
         assert rejected.body["decision"] == "reject" and rejected.score > accepted.score
         x, y = rejected.body["location"]["peak"]
         rows, cols = np.nonzero(defective.mask)

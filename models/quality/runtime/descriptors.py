@@ -38,17 +38,28 @@ def normalise(image: np.ndarray) -> np.ndarray:
     return (x - np.float32(median)) / np.float32(max(high - low, 8.0))
 
 
+def halve(x: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """Combine each 2 x 2 block with ``op`` (strided views: reshaping and reducing tiny axes is slower)."""
+    return op(op(x[0::2, 0::2], x[1::2, 0::2]), op(x[0::2, 1::2], x[1::2, 1::2]))
+
+
 def pool(x: np.ndarray, k: int) -> np.ndarray:
-    """Mean over k x k blocks (dimensions are multiples of k)."""
-    h, w = x.shape
-    return x.reshape(h // k, k, w // k, k).mean(axis=(1, 3))
+    """Mean over k x k blocks (k a power of two; dimensions are multiples of k)."""
+    while k > 1:
+        x, k = halve(x, np.add) * np.float32(0.25), k // 2
+    return x
 
 
 def per_cell(values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) map with n x n pixels a cell -> each cell's mean and largest magnitude."""
-    h, w = values.shape
-    blocks = values.reshape(h // n, n, w // n, n)
-    return blocks.mean(axis=(1, 3)), np.abs(blocks).max(axis=(1, 3))
+    """(H, W) map with n x n pixels a cell (n a power of two) -> each cell's mean and largest magnitude."""
+    return pool(values, n), pool_max(np.abs(values), n)
+
+
+def pool_max(x: np.ndarray, k: int) -> np.ndarray:
+    """Largest value over k x k blocks."""
+    while k > 1:
+        x, k = halve(x, np.maximum), k // 2
+    return x
 
 
 def axis_direction(x: np.ndarray) -> np.ndarray:
@@ -72,7 +83,7 @@ def padded(image: np.ndarray) -> np.ndarray:
 def cell_descriptors(image: np.ndarray) -> np.ndarray:
     """(H, W) uint8 grey frame -> (cells, SIZE) float32, one row per heat-map cell, row-major."""
     x = normalise(padded(image))
-    theta = axis_direction(x)
+    theta = axis_direction(x).astype(np.float32)
     cells = pool(x, CELL)
     columns = []
     for sigma in (1.0, 2.0):  # 8 and 16 px
@@ -85,8 +96,8 @@ def cell_descriptors(image: np.ndarray) -> np.ndarray:
         gyy, gyx = np.gradient(gy)
         gxy, gxx = np.gradient(gx)
         n = CELL // k
-        t = np.repeat(np.repeat(theta, n, axis=0), n, axis=1)
-        c, s = np.cos(t), np.sin(t)  # (c, s) points across the axis, (-s, c) along it
+        c, s = (np.repeat(np.repeat(f(theta), n, axis=0), n, axis=1) for f in (np.cos, np.sin))
+        # (c, s) points across the axis, (-s, c) along it
         along = -s * gx + c * gy
         across = c * gx + s * gy
         bend = s * s * gxx - s * c * (gxy + gyx) + c * c * gyy  # second derivative along the axis

@@ -63,6 +63,7 @@ class StationNormal:
     learned: int = -1  # bank entries from learning; those after them came from operators' feedback
     bank_sq: np.ndarray = field(init=False, repr=False)
     inverse: np.ndarray = field(init=False, repr=False)  # 1 / radius^2
+    weights: np.ndarray = field(init=False, repr=False)  # (d + 2, M): the search as one matrix product
 
     def __post_init__(self) -> None:
         self.mean = np.asarray(self.mean, dtype=np.float32)
@@ -76,6 +77,9 @@ class StationNormal:
         self.radius = np.ascontiguousarray(radius, dtype=np.float32)
         self.bank_sq = np.sum(self.bank**2, axis=1)
         self.inverse = (1.0 / np.maximum(self.radius, 1e-6) ** 2).astype(np.float32)
+        # |p - b|^2 / r^2 = [p, |p|^2, 1] . [-2 b / r^2, 1 / r^2, |b|^2 / r^2]: one product, then the minimum
+        self.weights = np.ascontiguousarray(np.vstack([-2.0 * self.bank.T * self.inverse, self.inverse,
+                                                       self.bank_sq * self.inverse]), dtype=np.float32)
 
     def project(self, cells: np.ndarray) -> np.ndarray:
         return (cells - self.mean) @ self.components
@@ -83,12 +87,11 @@ class StationNormal:
     def distances(self, cells: np.ndarray) -> np.ndarray:
         """Smallest distance-over-radius to a bank entry of every (cells, C) feature."""
         points = self.project(cells).astype(np.float32, copy=False)
-        cross = points @ self.bank.T  # |p - b|^2 = |p|^2 - 2 p.b + |b|^2, in place: the (cells, bank) array is big
-        cross *= -2.0
-        cross += self.bank_sq
-        cross += np.einsum("ij,ij->i", points, points)[:, None]
-        cross *= self.inverse
-        return np.sqrt(np.maximum(cross.min(axis=1), 0.0))
+        augmented = np.empty((len(points), points.shape[1] + 2), dtype=np.float32)
+        augmented[:, :-2] = points
+        augmented[:, -2] = np.einsum("ij,ij->i", points, points)
+        augmented[:, -1] = 1.0
+        return np.sqrt(np.maximum((augmented @ self.weights).min(axis=1), 0.0))
 
     def extend(self, points: np.ndarray, limit: int = 4096) -> None:
         """Add projected points (an operator's false reject) to the bank; past ``limit`` the oldest added go.
