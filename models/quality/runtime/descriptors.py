@@ -10,7 +10,7 @@ small defect does not turn it); plus the smoothed brightness and gradient streng
 as context (lumen, wall, background: a ring's arc in the lumen must not pass for the wall's edge).
 Measuring along and across the local axis makes the description independent of the part's pose
 (up to 30 degrees on a line), which a bank of plain patches would have to learn angle by angle.
-Tried and dropped on four stations of the independent renderer (40 good frames each): plain
+Tried and dropped on two stations of the independent renderer (40-100 good frames): plain
 multi-scale patches (ROC AUC of the frame's novelty 0.53-0.71), the same patches turned to the
 local axis (0.57-0.59), rotation-invariant Hessian and gradient jets (0.54-0.77); full resolution
 added 30 ms and no separation.
