@@ -99,7 +99,8 @@ def run(frames: int = 40, rounds: int = 3, seed: int = 5, learn_frames: int = 10
     with_station.close()
     state.cleanup()
     task_fps, bare_fps, station_fps = frames / min(task_s), frames / min(bare_s), frames / min(station_s)
-    bank_bytes = normal.bank.nbytes + normal.components.nbytes + normal.bank_sq.nbytes
+    kept = (normal.bank, normal.components, normal.bank_sq, normal.radius, normal.inverse)
+    bank_bytes = sum(array.nbytes for array in kept)
     result = {"frames": frames, "rounds": rounds, "task_fps": round(task_fps, 2), "bare_fps": round(bare_fps, 2),
               "ratio": round(task_fps / bare_fps, 3), "target_ratio": 0.9,
               "task_ms_per_frame": round(1000 / task_fps, 2), "bare_ms_per_frame": round(1000 / bare_fps, 2),

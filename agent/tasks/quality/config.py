@@ -25,13 +25,13 @@ class QualityConfig(TaskConfig):
         default=False, description="learn each camera's normal appearance from its first learn_frames frames "
                                    "(the parts a station is commissioned with, assumed good) and temper the "
                                    "defect classifier with it (docs/quality.md; off by default: it does not "
-                                   "pay yet with the shipped model)")
+                                   "yet reach the issue's figures, and mutes some defects on our own renderer)")
     learn_frames: int = Field(default=100, ge=10, le=200, description="good frames a station learns from")
     bank_size: int = Field(default=1024, ge=64, le=8192,
                            description="feature bank entries per station (memory and time grow with it)")
-    novelty_floor: float = Field(default=0.5, ge=0, description="cells at most this unusual for the station "
+    novelty_floor: float = Field(default=0.25, ge=0, description="cells at most this unusual for the station "
                                                                 "(1.0 = its most unusual good cell) never reject")
-    novelty_full: float = Field(default=1.0, gt=0, description="cells this unusual count fully")
+    novelty_full: float = Field(default=0.75, gt=0, description="cells this unusual count fully")
     novelty_reject: float = Field(default=2.0, gt=0, description="a cell this unusual rejects the part whatever "
                                                                  "the classifier says")
 

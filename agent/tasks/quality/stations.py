@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from models.quality.runtime.descriptors import KIND
 from models.quality.runtime.station import StationLearner, StationNormal, StationSettings
 from sensors.errors import StateError
 from sensors.files import write_bytes_atomic, write_json_atomic
@@ -67,15 +68,18 @@ class StationStore:
         return sorted(path.stem for path in self.directory.glob("*.npz")) if self.directory.is_dir() else []
 
     def save(self, camera: str, normal: StationNormal, shape: tuple[int, int], model: str) -> None:
-        meta = json.dumps({"shape": list(shape), "model": model}).encode()
+        meta = json.dumps({"shape": list(shape), "model": model, "features": KIND}).encode()
         write_bytes_atomic(self.path(camera), len(meta).to_bytes(4, "big") + meta + normal.to_bytes())
 
     def load(self, camera: str, shape: tuple[int, int], model: str) -> StationNormal:
-        """The saved normal; StateError if it is missing, unreadable, or for another frame size or model."""
+        """The saved normal; StateError if it is missing, unreadable, or for another frame size, model or descriptor."""
         try:
             data = self.path(camera).read_bytes()
             size = int.from_bytes(data[:4], "big")
             meta = json.loads(data[4 : 4 + size])
+            if meta.get("features") != KIND:  # a normal of another descriptor is another feature space
+                learned_on = meta.get("features", "the classifier's")
+                raise StateError(f"learned on cell features {learned_on!r}, not {KIND!r}")
             normal = StationNormal.from_bytes(data[4 + size :])
         except (OSError, ValueError, KeyError) as error:
             raise StateError(f"{self.path(camera)}: {error}") from None

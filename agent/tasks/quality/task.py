@@ -1,7 +1,7 @@
 """Visual quality control: one accept/reject decision per camera frame of a part, with the defect's location.
 
 The frame is cut into overlapping tiles; the tile CNN (ONNX) gives each tile a grid of defect
-probabilities and of cell features.  Each camera first learns its station's normal from the features
+probabilities.  Each camera first learns its station's normal from hand-made descriptors of the cells
 of its first frames (:mod:`agent.tasks.quality.stations`); then a cell counts as defective in
 proportion to how unusual it is for that station.  The part's score is the maximum over the cells,
 the stitched grid is a heat map whose peak and surrounding hot region locate the defect.  A reject
@@ -28,8 +28,9 @@ from agent.tasks.quality.config import QualityConfig
 from agent.tasks.quality.simulate import CameraSimulation
 from agent.tasks.quality.stations import Station, Stations, StationStore
 from agent.windowing import Window
+from models.quality.runtime.descriptors import cell_descriptors
 from models.quality.runtime.manifest import QualityManifest
-from models.quality.runtime.station import StationNormal, cell_owners, frame_cells
+from models.quality.runtime.station import StationNormal
 from models.quality.runtime.tiling import Inference, infer
 from models.runtime import Model
 from sensors.wire import Kind, SensorMessage
@@ -37,8 +38,6 @@ from sensors.wire import Kind, SensorMessage
 DEFAULT_MODEL = Path(models.__file__).resolve().parent / "quality" / "manifest.yaml"
 #: a reject's hottest cells kept for false-reject feedback (a few KB)
 KEPT_CELLS = 64
-#: frame sizes whose cell owners are kept
-MAX_FRAME_SIZES = 4
 
 
 class QualityTask(Task[QualityConfig]):
@@ -60,15 +59,10 @@ class QualityTask(Task[QualityConfig]):
         self.threshold = typed.threshold(config.reject_threshold, config.false_reject_target)
         self.ref = ModelRef(manifest.name, manifest.version)
         self.input_name = manifest.inputs[0].name
-        self.with_features = config.station_normal and len(manifest.outputs) >= 3
-        if config.station_normal and not self.with_features:
-            context.log.warning("the quality model gives no cell features; stations do not learn their normal",
-                                model=manifest.name)
+        self.with_stations = config.station_normal  # the station's descriptors come from the frame, not the model
         self.stations = Stations(StationStore(context.state_dir / "stations"), config.station_settings(),
                                  manifest.sha256 or f"{manifest.name}-{manifest.version}", context.log)
         self.gate = config.gate()
-        #: each frame size's cell owners (computed once; a few sizes at most, so odd frames cannot grow it)
-        self.owners: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def check(cls, config: QualityConfig) -> None:
@@ -80,7 +74,7 @@ class QualityTask(Task[QualityConfig]):
 
     def run_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, ...]:
         outputs = self.model.run({self.input_name: tiles})
-        return tuple(outputs[:3] if self.with_features else outputs[:2])
+        return tuple(outputs[:2])
 
     def inspect(self, image: np.ndarray) -> Inference:
         """Tiled inference on a grayscale frame."""
@@ -93,8 +87,8 @@ class QualityTask(Task[QualityConfig]):
         found = self.inspect(image)
         drafts: list[EventDraft] = []
         verdict = Verdict(found.heat, found.score, "off")
-        if self.with_features and found.features is not None:
-            verdict = self._with_station(item, found, image.shape[:2], drafts)
+        if self.with_stations:
+            verdict = self._with_station(item, found, image, drafts)
         reject = verdict.score > self.threshold or verdict.cause == "novelty"
         peak, box = self.geometry.peak_and_box(verdict.heat, self.config.box_level * float(verdict.heat.max()))
         box = clip_box(box, image.shape)
@@ -115,16 +109,11 @@ class QualityTask(Task[QualityConfig]):
                                  self.ref, attachment))
         return drafts
 
-    def _with_station(self, item: SensorMessage, found: Inference, shape: tuple[int, int],
+    def _with_station(self, item: SensorMessage, found: Inference, image: np.ndarray,
                       drafts: list[EventDraft]) -> Verdict:
         """Learn from the frame while the station learns; once learned, temper the classifier with it."""
-        assert found.features is not None
-        owners = self.owners.get(shape)
-        if owners is None:
-            if len(self.owners) >= MAX_FRAME_SIZES:
-                self.owners.clear()
-            owners = self.owners[shape] = cell_owners(self.geometry, found.ys, found.xs, shape)
-        cells = frame_cells(found.features, owners)
+        shape = (int(image.shape[0]), int(image.shape[1]))
+        cells = cell_descriptors(image)
         station, started = self.stations.station(item.sensor_id, shape)
         if started:
             drafts.append(self._learning_event(station, item.timestamp_ns))
@@ -166,7 +155,7 @@ class QualityTask(Task[QualityConfig]):
             self.context.log.warning("reject not kept for feedback", sensor=item.sensor_id, error=str(error))
 
     def tick(self, now_ns: int) -> list[EventDraft]:
-        if not self.with_features:
+        if not self.with_stations:
             return []
         drafts = [self._learning_event(station, now_ns) for station in self.stations.notice_resets()]
         for result in self.stations.take_feedback():

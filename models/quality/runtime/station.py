@@ -1,12 +1,18 @@
-"""A station's normal appearance: a PatchCore-style memory bank of cell features from its own good parts (numpy only).
+"""A station's normal appearance: a PatchCore-style memory bank of cell descriptors from its good parts (numpy).
 
-The tile network's backbone describes every 8x8-pixel cell of a frame by a feature vector.  A
-station learns the features of its good parts: a PCA fitted on the first frames keeps the main
-directions, each frame's cells are reduced to a coreset of their own (greedy k-centre, as in
-PatchCore: the background's thousand similar cells become a few, a rare structure keeps its own)
-and pooled, and a last k-centre selection keeps a small bank that still covers everything seen.  A cell's novelty is its
-distance to the nearest bank entry over the distances seen on held-out good frames, so 1.0 is
-"as unusual as the most unusual good cell the station showed", whatever the features' scale.
+Every 8x8-pixel cell of a frame is described by a feature vector (``descriptors.cell_descriptors``:
+derivatives along and across the tube's local axis, not the classifier's features, which describe
+another renderer's defects as much like its normal structures as those are like each other).  A
+station learns the features of its good parts: a PCA of the standardised features, fitted on the
+first frames, keeps the main directions; each frame's cells are reduced to a coreset of their own
+(greedy k-centre, as in PatchCore: the background's thousand similar cells become a few, a rare
+structure keeps its own) and pooled, and a last k-centre selection keeps a small bank that still
+covers everything seen.  Each bank entry has a radius, the distance to its few nearest pooled
+cells: a tube's cut end or a border crossing varies from part to part far more than its lumen, and
+without radii the most unusual good cell of a frame was always such a structure, and defects in the
+quiet lumen scored below it.  A cell's novelty is its distance to a bank entry over that entry's
+radius (the smallest such ratio), over the ratios seen on held-out good frames, so 1.0 is "as
+unusual as the most unusual good cell the station showed", whatever the features' scale.
 """
 
 from __future__ import annotations
@@ -15,8 +21,6 @@ import io
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from models.quality.runtime.tiling import TileGeometry
 
 
 @dataclass(frozen=True)
@@ -28,39 +32,9 @@ class StationSettings:
     bank_size: int = 1024  # coreset entries kept
     frame_keep: int = 256  # each frame's cells are first reduced to this many (a coreset of the frame)
     holdout_every: int = 5  # every n-th learned frame calibrates novelty instead of filling the bank
+    neighbours: int = 3  # an entry's radius: the distance to its n-th nearest pooled cell
+    radius_floor: float = 0.2  # radii below this quantile of all radii are raised to it (noise in the lumen)
     seed: int = 0
-
-
-def cell_owners(geometry: TileGeometry, ys: np.ndarray, xs: np.ndarray,
-                shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For every heat-map cell (row-major), the tile that holds it furthest from its border, and where.
-
-    Cells near a tile's border see the network's zero padding; taking each cell from the tile in
-    which it is most central keeps one feature per cell and keeps padding out of the picture.
-    """
-    grid_h = -(-max(shape[0], geometry.tile) // geometry.cell)
-    grid_w = -(-max(shape[1], geometry.tile) // geometry.cell)
-    cells_per_tile = geometry.tile // geometry.cell
-    centre = (cells_per_tile - 1) / 2
-    best = np.full((grid_h, grid_w), np.inf)
-    owner = np.zeros((3, grid_h, grid_w), dtype=np.int64)
-    offsets = np.arange(cells_per_tile)
-    for index, (y, x) in enumerate(zip(ys // geometry.cell, xs // geometry.cell, strict=True)):
-        rows, cols = y + offsets, x + offsets
-        keep_r, keep_c = rows < grid_h, cols < grid_w
-        r, c = np.meshgrid(offsets[keep_r], offsets[keep_c], indexing="ij")
-        distance = np.maximum(np.abs(r - centre), np.abs(c - centre))
-        view = best[y + r, x + c]
-        better = distance < view
-        best[(y + r)[better], (x + c)[better]] = distance[better]
-        owner[:, (y + r)[better], (x + c)[better]] = np.stack([np.full(better.sum(), index), r[better], c[better]])
-    return owner[0].ravel(), owner[1].ravel(), owner[2].ravel()
-
-
-def frame_cells(features: np.ndarray, owners: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-    """(tiles, C, g, g) features -> (cells, C): one feature per heat-map cell."""
-    tile, row, col = owners
-    return np.ascontiguousarray(features[tile, :, row, col], dtype=np.float32)
 
 
 def greedy_coreset(points: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -78,44 +52,59 @@ def greedy_coreset(points: np.ndarray, size: int, rng: np.random.Generator) -> n
 
 @dataclass
 class StationNormal:
-    """A learned station: PCA, coreset bank and the novelty scale from held-out good frames."""
+    """A learned station: PCA, coreset bank with radii, and the novelty scale from held-out good frames."""
 
     mean: np.ndarray  # (C,)
     components: np.ndarray  # (C, d)
     bank: np.ndarray  # (M, d)
-    scale: float  # nearest-bank distance of the most unusual held-out good cell
+    radius: np.ndarray  # (M,) each entry's radius
+    scale: float  # smallest distance-over-radius of the most unusual held-out good cell
     frames: int
     learned: int = -1  # bank entries from learning; those after them came from operators' feedback
     bank_sq: np.ndarray = field(init=False, repr=False)
+    inverse: np.ndarray = field(init=False, repr=False)  # 1 / radius^2
+    weights: np.ndarray = field(init=False, repr=False)  # (d + 2, M): the search as one matrix product
 
     def __post_init__(self) -> None:
         self.mean = np.asarray(self.mean, dtype=np.float32)
         self.components = np.ascontiguousarray(self.components, dtype=np.float32)
-        self.bank = np.ascontiguousarray(self.bank, dtype=np.float32)
-        self.bank_sq = np.sum(self.bank**2, axis=1)
         if self.learned < 0:
             self.learned = len(self.bank)
+        self._set_bank(np.asarray(self.bank, dtype=np.float32), np.asarray(self.radius, dtype=np.float32))
+
+    def _set_bank(self, bank: np.ndarray, radius: np.ndarray) -> None:
+        self.bank = np.ascontiguousarray(bank, dtype=np.float32)
+        self.radius = np.ascontiguousarray(radius, dtype=np.float32)
+        self.bank_sq = np.sum(self.bank**2, axis=1)
+        self.inverse = (1.0 / np.maximum(self.radius, 1e-6) ** 2).astype(np.float32)
+        # |p - b|^2 / r^2 = [p, |p|^2, 1] . [-2 b / r^2, 1 / r^2, |b|^2 / r^2]: one product, then the minimum
+        self.weights = np.ascontiguousarray(np.vstack([-2.0 * self.bank.T * self.inverse, self.inverse,
+                                                       self.bank_sq * self.inverse]), dtype=np.float32)
 
     def project(self, cells: np.ndarray) -> np.ndarray:
         return (cells - self.mean) @ self.components
 
     def distances(self, cells: np.ndarray) -> np.ndarray:
-        """Nearest-bank Euclidean distance of every (cells, C) feature."""
+        """Smallest distance-over-radius to a bank entry of every (cells, C) feature."""
         points = self.project(cells).astype(np.float32, copy=False)
-        cross = points @ self.bank.T  # |p - b|^2 = |p|^2 - 2 p.b + |b|^2, in place: the (cells, bank) array is big
-        cross *= -2.0
-        cross += self.bank_sq
-        nearest = cross.min(axis=1)
-        nearest += np.einsum("ij,ij->i", points, points)
-        return np.sqrt(np.maximum(nearest, 0.0))
+        augmented = np.empty((len(points), points.shape[1] + 2), dtype=np.float32)
+        augmented[:, :-2] = points
+        augmented[:, -2] = np.einsum("ij,ij->i", points, points)
+        augmented[:, -1] = 1.0
+        return np.sqrt(np.maximum((augmented @ self.weights).min(axis=1), 0.0))
 
     def extend(self, points: np.ndarray, limit: int = 4096) -> None:
-        """Add projected points (an operator's false reject) to the bank; past ``limit`` the oldest added go."""
-        bank = np.concatenate([self.bank, np.asarray(points, dtype=np.float32)])
+        """Add projected points (an operator's false reject) to the bank; past ``limit`` the oldest added go.
+
+        An added entry gets the learned entries' median radius: one part says nothing of its spread.
+        """
+        points = np.asarray(points, dtype=np.float32)
+        bank = np.concatenate([self.bank, points])
+        radius = np.concatenate([self.radius, np.full(len(points), np.median(self.radius[: self.learned]))])
         if len(bank) > limit:
-            bank = np.concatenate([bank[: self.learned], bank[self.learned :][len(bank) - limit :]])
-        self.bank = np.ascontiguousarray(bank)
-        self.bank_sq = np.sum(self.bank**2, axis=1)
+            keep = np.r_[: self.learned, len(bank) - (limit - self.learned) : len(bank)]
+            bank, radius = bank[keep], radius[keep]
+        self._set_bank(bank, radius)
 
     def novelty(self, cells: np.ndarray) -> np.ndarray:
         """Distance over the station's scale: about 1.0 for its most unusual good cell."""
@@ -124,14 +113,15 @@ class StationNormal:
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, mean=self.mean, components=self.components, bank=self.bank.astype(np.float16),
-                            scale=np.float64(self.scale), frames=np.int64(self.frames),
+                            radius=self.radius, scale=np.float64(self.scale), frames=np.int64(self.frames),
                             learned=np.int64(self.learned))
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> StationNormal:
         with np.load(io.BytesIO(data)) as saved:
-            return cls(saved["mean"], saved["components"], saved["bank"].astype(np.float32), float(saved["scale"]),
+            return cls(saved["mean"], saved["components"], saved["bank"].astype(np.float32), saved["radius"],
+                       float(saved["scale"]),
                        int(saved["frames"]), int(saved["learned"]))
 
 
@@ -169,8 +159,12 @@ class StationLearner:
         stacked = np.concatenate(self.first)
         self.mean = stacked.mean(axis=0, dtype=np.float64).astype(np.float32)
         centred = stacked - self.mean
-        _, vectors = np.linalg.eigh(centred.T @ centred)  # the covariance's eigenvectors: a C x C problem
-        self.components = np.ascontiguousarray(vectors[:, ::-1][:, : self.settings.components], dtype=np.float32)
+        # Standardised first: a faint response along the axis must weigh as much as the strong edges across it.
+        spread = centred.std(axis=0) + 1e-6
+        standard = centred / spread
+        _, vectors = np.linalg.eigh(standard.T @ standard)  # the correlation's eigenvectors: a C x C problem
+        kept = vectors[:, ::-1][:, : self.settings.components] / spread[:, None]
+        self.components = np.ascontiguousarray(kept, dtype=np.float32)
         first, self.first = self.first, []
         for cells in first:
             self._pool(cells)
@@ -187,10 +181,23 @@ class StationLearner:
             self._fit_projection()
         assert self.pool is not None and self.mean is not None and self.components is not None
         bank = self.pool[greedy_coreset(self.pool, bank_size or self.settings.bank_size, self.rng)]
-        station = StationNormal(self.mean, self.components, bank, 1.0, self.frames)
+        station = StationNormal(self.mean, self.components, bank, self.radii(bank), 1.0, self.frames)
         held = [station.distances(cells.astype(np.float32)).max() for cells in self.held_out]
         station.scale = float(max(held)) if held else 1.0
         return station
+
+
+    def radii(self, bank: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """Each entry's distance to its n-th nearest pooled cell, floored (a dense lumen must not amplify noise)."""
+        assert self.pool is not None
+        k = min(self.settings.neighbours, len(self.pool) - 1)
+        pool_sq = np.sum(self.pool**2, axis=1)
+        radius = np.empty(len(bank), dtype=np.float32)
+        for start in range(0, len(bank), chunk):  # (chunk, pool) at a time: the pool holds up to ~50,000 cells
+            part = bank[start : start + chunk]
+            squared = np.sum(part**2, axis=1)[:, None] - 2 * part @ self.pool.T + pool_sq
+            radius[start : start + chunk] = np.sqrt(np.maximum(np.partition(squared, k, axis=1)[:, k], 0.0))
+        return np.maximum(radius, np.quantile(radius, self.settings.radius_floor))
 
 
 @dataclass(frozen=True)
@@ -202,8 +209,8 @@ class Gate:
     ``reject`` rejects the part whatever the classifier says (a defect of a kind it never learnt).
     """
 
-    floor: float = 0.5
-    full: float = 1.0
+    floor: float = 0.25
+    full: float = 0.75
     reject: float = 2.0
 
     def combine(self, heat: np.ndarray, novelty: np.ndarray) -> np.ndarray:
