@@ -118,6 +118,60 @@ class TestPhysics:
         assert values[0, INDEX["shaft_1x"]] == pytest.approx(0.02, rel=0.1)
 
 
+def tonal_window(shaft_hz: float, harmonics: tuple[float, ...], hum: tuple[float, float] = (0.0, 50.0),
+                 noise: str = "white", noise_g: float = 0.005, fs: float = 20_000.0, seed: int = 0) -> np.ndarray:
+    """1 s of shaft harmonics (g), mains hum (amplitude, Hz; with its second harmonic at 0.6 of it) and
+    white, pink (1/f) or brown (1/f^2 above 16 Hz, a leaky integral) noise of ``noise_g`` RMS, as (samples, 1)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(fs)) / fs
+    x = sum((a * np.sin(2 * np.pi * k * shaft_hz * t + k) for k, a in enumerate(harmonics, start=1)), np.zeros(len(t)))
+    x += hum[0] * (np.sin(2 * np.pi * hum[1] * t) + 0.6 * np.sin(4 * np.pi * hum[1] * t + 0.4))
+    spectrum = np.fft.rfft(rng.standard_normal(len(t)))
+    f = np.maximum(np.fft.rfftfreq(len(t), 1 / fs), 1.0)
+    coloured = np.fft.irfft(spectrum / {"white": 1.0, "pink": np.sqrt(f), "brown": np.hypot(f, 16.0)}[noise], len(t))
+    return (x + noise_g * coloured / coloured.std())[:, None]
+
+
+class TestShaftEstimate:
+    """The speed is the harmonic family's, not the strongest raw line's (issue 13: half speed, mains hum)."""
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_weak_1x_in_brown_noise_under_strong_hum(self, seed: int) -> None:
+        """Brown noise, a weak 1x and hum stronger than it: the shaft, not 50 Hz and not half."""
+        window = tonal_window(37.3, (0.02, 0.015, 0.01), hum=(0.05, 50.0), noise="brown", noise_g=0.03, seed=seed)
+        _, shaft = extract(window, 20_000.0)
+        assert shaft == pytest.approx(37.3, rel=0.01)
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_coloured_noise_does_not_make_a_sub_harmonic(self, seed: int) -> None:
+        """A clear 1x over brown noise: the raw level at half speed (over 2 % of 1x's power) is noise,
+        not a line, so the speed is not halved."""
+        window = tonal_window(33.0, (0.1, 0.01, 0.02), hum=(0.047, 50.0), noise="brown", noise_g=0.12, seed=seed)
+        _, shaft = extract(window, 20_000.0)
+        assert shaft == pytest.approx(33.0, rel=0.01)
+
+    def test_a_two_pole_motor_just_below_the_mains_frequency(self) -> None:
+        """A shaft at 49.2 Hz (slip 1.6 %) beside stronger 50 Hz hum is told apart from it (the hum's
+        skirt, 0.8 bins away at 1 s, pulls the 1x line a little towards it: within 1 %)."""
+        window = tonal_window(49.2, (0.05, 0.02, 0.01), hum=(0.08, 50.0), noise="pink", noise_g=0.03)
+        _, shaft = extract(window, 20_000.0)
+        assert shaft == pytest.approx(49.2, rel=0.01) and abs(shaft - 50.0) > 0.3
+
+    def test_a_shaft_at_the_mains_speed_without_other_evidence(self) -> None:
+        """A synchronous 50 Hz shaft (its lines on the hum's) is still found: no other family has support."""
+        _, shaft = extract(tonal_window(50.0, (0.05, 0.02, 0.01)), 20_000.0)
+        assert shaft == pytest.approx(50.0, rel=0.005)
+
+    def test_batch_equals_one_by_one(self) -> None:
+        """Vectorised over windows: each window's estimate is its own."""
+        batch = np.stack([tonal_window(hz, (0.05, 0.03, 0.01), hum=(0.03, 60.0), noise="pink", noise_g=0.05, seed=k)
+                          for k, hz in enumerate((12.4, 29.0, 58.7, 101.0))])
+        _, together = extract_windows(batch, 20_000.0)
+        alone = [extract(window, 20_000.0)[1] for window in batch]
+        np.testing.assert_allclose(together, alone)
+        np.testing.assert_allclose(together, (12.4, 29.0, 58.7, 101.0), rtol=0.01)
+
+
 class TestInputChecks:
     def test_lone_spike_is_removed_and_impacts_are_kept(self) -> None:
         """A one-sample electrical spike is replaced; ringing fault impacts of similar height survive."""

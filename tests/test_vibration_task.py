@@ -105,8 +105,10 @@ class TestEvents:
     def test_a_fault_named_after_the_raise_is_sent_at_once(self, tmp_path: Path, kind: FaultKind) -> None:
         """A weak inner-race or ball fault raises the alarm before its race stands out (``unknown``); the first
         window whose evidence names it sends an ``anomaly_updated`` with the type at once, whatever the update
-        rate limit (here: none would come), and only once."""
-        drafts = run(make_task(tmp_path, update_interval_s=86_400, update_windows=10_000), windows(kind))
+        rate limit (here: none would come), and only once.  The fault grows over 35 s: over 20 s the alarm
+        comes late enough for the race to stand out already, with the shaft speed estimated right."""
+        drafts = run(make_task(tmp_path, update_interval_s=86_400, update_windows=10_000),
+                     windows(kind, duration_s=60.0))
         anomalies = [d for d in drafts if d.type.startswith("anomaly_")]
         assert [d.type for d in anomalies] == ["anomaly_raised", "anomaly_updated"]
         assert anomalies[0].body["likely_fault"] == "unknown" and anomalies[1].body["likely_fault"] == kind
@@ -214,6 +216,23 @@ class TestPersistence:
         assert types(drafts) == ["baseline_learning"]
         assert "other settings" in drafts[0].body["reason"]
 
+
+    @pytest.mark.parametrize(("shaft_hz", "relearns"), [(None, True), (31.0, False)])
+    def test_state_learnt_with_the_old_shaft_estimator(self, tmp_path: Path, shaft_hz: float | None,
+                                                       relearns: bool) -> None:
+        """A baseline saved before the shaft speed estimator changed (no ``shaft_estimator`` in its
+        fingerprint) is relearnt when the speed is estimated, kept when it is configured."""
+        stream = windows(None, duration_s=25.0)
+        first = make_task(tmp_path, shaft_hz=shaft_hz)
+        run(first, stream)
+        first.close()
+        path = tmp_path / "pump-1.json"
+        saved = json.loads(path.read_text())
+        assert ("shaft_estimator" in saved["fingerprint"]) == relearns
+        saved["fingerprint"].pop("shaft_estimator", None)
+        path.write_text(json.dumps(saved))
+        drafts = run(make_task(tmp_path, shaft_hz=shaft_hz), stream[:2])
+        assert ("baseline_learning" in types(drafts)) == relearns
 
 class TestConfig:
     def test_lstm_without_model_is_a_clear_error(self) -> None:

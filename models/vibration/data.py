@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from models.vibration.runtime import features as features_module
+from models.vibration.runtime import shaft as shaft_module
 from models.vibration.runtime.features import (
     SELECTED_FEATURES,
     FeatureSettings,
@@ -111,9 +112,9 @@ def fleet_runs(config: FleetConfig) -> list[MachineRun]:
 
 
 def _code_fingerprint() -> str:
-    """Hash of the simulator and feature code, so a change to either invalidates cached features."""
+    """Hash of the simulator, feature and shaft speed code, so a change to any invalidates cached features."""
     digest = hashlib.sha256()
-    for module in (simulator_module, features_module):
+    for module in (simulator_module, features_module, shaft_module):
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()[:16]
 

@@ -40,6 +40,7 @@ from models.vibration.runtime.features import (
 from models.vibration.runtime.manifest import VibrationManifest
 from models.vibration.runtime.monitor import Decision, MachineMonitor, StateStore
 from models.vibration.runtime.scorers import Scorer, make_scorer, scorer_class
+from models.vibration.runtime.shaft import SHAFT_ESTIMATOR
 from sensors.bearing import FAULT_TYPES, BearingGeometry
 from sensors.errors import ConfigError, StateError
 from sensors.wire import Kind, SensorMessage
@@ -131,8 +132,14 @@ class VibrationTask(Task[VibrationConfig]):
                                shaft_hz=shaft, shaft_range_hz=config.shaft_range_hz)
 
     def _fingerprint(self, window: Window) -> dict[str, Any]:
-        return {"scorer": self.model_ref.name, "model_version": self.model_ref.version,
-                "sample_rate": window.sample_rate, "window_samples": len(window.samples)}
+        fingerprint = {"scorer": self.model_ref.name, "model_version": self.model_ref.version,
+                       "sample_rate": window.sample_rate, "window_samples": len(window.samples)}
+        if self._feature_settings(window.sensor_id).shaft_hz is None:
+            # A baseline learnt with another shaft speed estimator measured its 1x, 2x and fault lines
+            # at other frequencies (half speed, the hum): relearn.  Only here, so that machines with a
+            # configured speed keep their learnt state.
+            fingerprint["shaft_estimator"] = SHAFT_ESTIMATOR
+        return fingerprint
 
     def _names(self, channels: int) -> list[str]:
         """The monitored features' flat names: the model's inputs if it names them, else the configured ones."""

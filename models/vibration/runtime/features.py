@@ -25,12 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import fft
 
+from models.vibration.runtime.shaft import UnusableWindow, estimate_shaft
 from sensors.bearing import FAULT_FREQUENCIES, BearingGeometry
-from sensors.errors import RejectedInput
 
 N_BANDS = 6
-#: a line at half the strongest one's frequency with this share of its power is the shaft, not 2x
-SUBHARMONIC_RATIO = 0.02
 #: windows with more repeated successive samples than this are sensor dropouts, not machine data
 MAX_FLAT_FRACTION = 0.05
 #: how far (in standard deviations) a lone sample must stand out to count as an electrical spike
@@ -115,10 +113,6 @@ class FeatureSettings:
     tolerance: float = 0.02
 
 
-class UnusableWindow(RejectedInput):
-    """A window that carries no machine information (flat-lined dropout, too short)."""
-
-
 def window_features(samples: np.ndarray, sample_rate: float, settings: FeatureSettings | None = None,
                     max_flat: float = MAX_FLAT_FRACTION) -> tuple[np.ndarray, float, int]:
     """The monitor's input for one (samples, channels) window: checked, despiked, flattened.
@@ -168,7 +162,7 @@ def extract_windows(windows: np.ndarray, sample_rate: float, settings: FeatureSe
     power = np.abs(spectrum) ** 2
     freqs = np.arange(power.shape[-1]) * (sample_rate / n)
     shaft = (np.full(len(x), settings.shaft_hz) if settings.shaft_hz
-             else _estimate_shaft(power.sum(axis=1), freqs, settings.shaft_range_hz))
+             else estimate_shaft(spectrum, freqs[1], settings.shaft_range_hz))
     bands = _band_powers(power, freqs, n, sample_rate)
     parts = [
         _time_features(x, spectrum[..., 0].real / n, bands.sum(axis=-1)),
@@ -208,31 +202,6 @@ def _band_powers(power: np.ndarray, freqs: np.ndarray, n: int, sample_rate: floa
         weighted[..., -1] *= 0.5
     starts = np.searchsorted(freqs, band_edges(sample_rate)[:-1], side="left")
     return np.add.reduceat(weighted, starts, axis=-1)
-
-
-def _estimate_shaft(power: np.ndarray, freqs: np.ndarray, search: tuple[float, float]) -> np.ndarray:
-    """Shaft frequency per window: the strongest line in the search range, refined by a parabola.
-
-    When the strongest line is the second harmonic (misalignment), a clear line at half its
-    frequency is taken instead, so 2x is not mistaken for the shaft speed.
-    """
-    resolution = freqs[1]
-    lo = max(1, int(np.ceil(search[0] / resolution)))
-    hi = min(len(freqs) - 2, int(search[1] / resolution))
-    if hi <= lo:
-        raise UnusableWindow(f"window too short to resolve the shaft speed in {search} Hz")
-    rows = np.arange(len(power))
-    best = lo + np.argmax(power[:, lo:hi + 1], axis=-1)
-    half = np.round(best / 2).astype(int)
-    near_half = np.maximum(power[rows, np.maximum(half - 1, 1)],
-                           np.maximum(power[rows, half], power[rows, half + 1]))
-    sub = (half >= lo) & (near_half > SUBHARMONIC_RATIO * power[rows, best])
-    best = np.where(sub, half - 1 + np.argmax(power[rows[:, None], np.maximum(half - 1, 1)[:, None]
-                                                     + np.arange(3)], axis=-1), best)
-    left, mid, right = (np.log(power[rows, best + k] + 1e-30) for k in (-1, 0, 1))
-    curvature = left - 2 * mid + right
-    shift = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1.0), 0.0)
-    return (best + np.clip(shift, -0.5, 0.5)) * resolution
 
 
 def _line_amplitudes(power: np.ndarray, freqs: np.ndarray, n: int, targets: np.ndarray,
