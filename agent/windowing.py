@@ -78,10 +78,10 @@ class Windower:
     broker restart may send a later one first.  So do chunks further ahead (at most
     :data:`FAR_AHEAD_CHUNKS`) whose time is where their sequence number puts them: after a broker restart
     the live stream's newest chunks can overtake the ones the broker delivers again, and a chunk that
-    merely claims a far sequence number (its time says otherwise) is a gap at once, as before.  Either way
-    at most ``reorder_chunks`` chunks wait.  When the buffer is full, or a gap stays open for
-    :data:`~agent.reorder.REORDER_TIMEOUT_S` (:meth:`expire`), the gap is declared as above and the stream
-    goes on.  ``reorder_chunks=0`` feeds every chunk as it comes.
+    merely claims a far sequence number (its time says otherwise) is a gap at once, as before; so is one far
+    ahead when no partial window would be lost.  Either way at most ``reorder_chunks`` chunks wait.  When the
+    buffer is full, or a gap stays open for :data:`~agent.reorder.REORDER_TIMEOUT_S` (:meth:`expire`), the
+    gap is declared as above and the stream goes on.  ``reorder_chunks=0`` feeds every chunk as it comes.
 
     With ``snapshot=True`` the stream is a series of bursts (a snapshot sensor: e.g. 1 s every 20 min), and
     each burst gives exactly one window, its first ``window_s``, whatever ``hop_s`` says.  A burst starts
@@ -156,13 +156,17 @@ class Windower:
         """Whether a chunk waits in the reorder buffer: close ahead of the stream's or a parked window's next."""
         if self.next_seq is None or not self.reorder.max_chunks:
             return False
-        expected = [(self.next_seq, self.last_ns)]
+        expected = [self.next_seq]
+        # far ahead, a chunk waits only to save a partial window: holding it otherwise only delays its windows
+        # (and a broker restored from an older save forgets input the agent has not acknowledged)
+        partial = [(self.next_seq, self.last_ns)] if self.buffer is not None and len(self.buffer) else []
         if self.parked is not None:
             if message.seq == self.parked["next_seq"]:
                 return False  # the parked window's own next chunk: it resumes now
-            expected.append((self.parked["next_seq"], self.parked["last_ns"]))
-        return (self.reorder.ahead(message.seq, [after for after, _ in expected])
-                or any(_in_step(message, after, last_ns) for after, last_ns in expected))
+            expected.append(self.parked["next_seq"])
+            partial.append((self.parked["next_seq"], self.parked["last_ns"]))
+        return (self.reorder.ahead(message.seq, expected)
+                or any(_in_step(message, after, last_ns) for after, last_ns in partial))
 
     def _release(self, windows: list[Window], breaks: list[StreamBreak]) -> None:
         """Feed the held chunks that now come next, in sequence order."""

@@ -157,6 +157,15 @@ class TestReordering:
         assert windows == [] and stream_break is not None and stream_break.missing == 11
         assert last is not None and last.seq == 19
 
+    def test_input_far_ahead_goes_on_at_once_when_no_partial_window_waits(self) -> None:
+        """The 1,000-round soak with every in-step chunk far ahead held: a round's chunks waited behind the gap
+        the sensor left before it, unacknowledged, a broker restored from an older save forgot them and the
+        agent was killed before the gap was declared. With no partial window to save, they go on at once."""
+        windower = Windower(0.4, 0.4, reorder_chunks=3)
+        assert starts_of(windower, [0, 1, 2, 3]) == ([0], [])
+        windows, stream_break = windower.feed(chunk(8))
+        assert windows == [] and stream_break is not None and stream_break.missing == 4 and not windower.reorder
+
     def test_live_input_far_ahead_waits_behind_a_stale_chunk(self) -> None:
         """As above with a stale chunk (sent long ago, delivered again by a broker restored from an older save)
         in between: it parks window [4, 8), chunk 19 waits for the parked window, chunk 6 resumes it."""
