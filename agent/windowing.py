@@ -165,6 +165,9 @@ class Windower:
                 return False  # the parked window's own next chunk: it resumes now
             expected.append(self.parked["next_seq"])
             partial.append((self.parked["next_seq"], self.parked["last_ns"]))
+        if self.reorder:  # held chunks start a window that the chunks after them complete
+            newest = self.reorder.chunks[max(self.reorder.chunks)]
+            partial.append((newest.seq + 1, newest.timestamp_ns))
         return (self.reorder.ahead(message.seq, expected)
                 or any(_in_step(message, after, last_ns) for after, last_ns in partial))
 

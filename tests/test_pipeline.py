@@ -166,6 +166,14 @@ class TestReordering:
         windows, stream_break = windower.feed(chunk(8))
         assert windows == [] and stream_break is not None and stream_break.missing == 4 and not windower.reorder
 
+    def test_live_input_far_ahead_of_a_held_chunk_waits(self) -> None:
+        """The soak's round 832: chunk 8 waits behind the sensor's own gap (4-7), a broker restored from an older
+        save delivers chunk 1 again, then chunk 19 overtakes 9-18. Chunk 19 waits too (in step with 8), so
+        chunks 9-18 complete windows [8, 12), [12, 16) and 19 completes [16, 20)."""
+        windower = Windower(0.4, 0.4, reorder_chunks=4)
+        firsts, _ = starts_of(windower, [0, 1, 2, 3, 8, 1, 19, *range(9, 19)])
+        assert firsts[-3:] == [800, 1200, 1600]
+
     def test_live_input_far_ahead_waits_behind_a_stale_chunk(self) -> None:
         """As above with a stale chunk (sent long ago, delivered again by a broker restored from an older save)
         in between: it parks window [4, 8), chunk 19 waits for the parked window, chunk 6 resumes it."""
